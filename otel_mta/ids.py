@@ -1,0 +1,77 @@
+"""Deterministic trace and span ids for a mail message.
+
+Every producer (this sidecar, the Node.js ZoneMTA plugin, GELF from WildDuck or
+ZoneMTA) derives the same ids from the message's identity with no coordination.
+The rules are in docs/trace-ids.md; spec/trace-id-vectors.json holds the test
+vectors that every implementation must reproduce.
+"""
+from __future__ import annotations
+
+import hashlib
+
+_ASCII_UPPER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def normalize_message_id(value: str | None) -> str | None:
+    """Normalise an RFC 5322 Message-ID; None when there is no usable id.
+
+    Trim whitespace and the angle brackets, keep the local part as written and
+    lowercase the domain (ASCII only, so every language agrees).
+    """
+    if not value:
+        return None
+    mid = value.strip()
+    if mid.startswith("<"):
+        mid = mid[1:]
+    if mid.endswith(">"):
+        mid = mid[:-1]
+    mid = mid.strip()
+    if not mid:
+        return None
+    at = mid.rfind("@")
+    if at >= 0:
+        mid = mid[:at] + "@" + mid[at + 1 :].translate(_ASCII_UPPER)
+    return mid
+
+
+def trace_key(message_id: str | None, queue_id: str | None) -> str | None:
+    """The string a trace id is hashed from: the Message-ID, else the queue id."""
+    mid = normalize_message_id(message_id)
+    if mid is not None:
+        return "mid:" + mid
+    if queue_id:
+        qid = queue_id.strip()
+        if qid:
+            return "qid:" + qid
+    return None
+
+
+def _digest(text: str, size: int) -> bytes:
+    out = hashlib.sha256(text.encode("utf-8")).digest()[:size]
+    if not any(out):  # all-zero ids are invalid in OTLP
+        out = out[:-1] + b"\x01"
+    return out
+
+
+def trace_id_for(message_id: str | None, queue_id: str | None) -> bytes | None:
+    key = trace_key(message_id, queue_id)
+    return None if key is None else _digest(key, 16)
+
+
+def root_span_id(queue_id: str) -> bytes:
+    """The message's root span: one per ZoneMTA queue entry."""
+    return _digest("root:" + queue_id.strip(), 8)
+
+
+def attempt_span_id(queue_id: str, seq: str, action: str, defcount: int = 0) -> bytes:
+    """One delivery attempt of one recipient (seq) of a queued message.
+
+    ACCEPTED and REJECTED happen once per (queue id, seq); DEFERRED happens once
+    per deferral count, which ZoneMTA reports as `defcount`.
+    """
+    return _digest(f"attempt:{queue_id.strip()}:{seq}:{action}:{int(defcount)}", 8)
+
+
+def phase_span_id(attempt: bytes, phase: str) -> bytes:
+    """A child of an attempt span (connect, tls, smtp) reported by the plugin."""
+    return _digest(f"phase:{attempt.hex()}:{phase}", 8)
