@@ -1,0 +1,356 @@
+"""Configuration: a YAML file, then environment variables (which win), validated
+into one Settings object. docs/configuration.md lists every key and variable.
+
+A bad value raises ConfigError with one line naming the key (and the variable
+it came from), the value and what is expected; the CLI prints it and exits 2.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping
+from urllib.parse import unquote, urlsplit
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(Exception):
+    """One line for the operator: key, value, expectation."""
+
+
+# -- value types --------------------------------------------------------------
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+_SIZES = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def _duration(value: Any) -> float:
+    """Seconds, from a number of seconds or '500ms', '15s', '10m', '1h'."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 500ms, 15s or 10m")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*", str(value))
+        if not m:
+            raise ValueError("expected a duration like 500ms, 15s or 10m")
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if seconds < 0:
+        raise ValueError("expected a duration >= 0")
+    return seconds
+
+
+def _size(value: Any) -> int:
+    """Bytes, from a number or '64MiB', '500kB', ..."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size like 32MiB")
+    if isinstance(value, int):
+        n = value
+    else:
+        m = re.fullmatch(r"\s*(\d+)\s*([kmg]i?b|b)?\s*", str(value), re.I)
+        if not m:
+            raise ValueError("expected a size in bytes like 32MiB or 500kB")
+        n = int(m.group(1)) * _SIZES[(m.group(2) or "").lower()]
+    if n < 0:
+        raise ValueError("expected a size >= 0")
+    return n
+
+
+def parse_endpoint(value: Any) -> tuple[str, int] | None:
+    """'host:port', '[v6]:port' or 'scheme://host:port' -> (host, port); 'off' -> None."""
+    if value is None or value is False:
+        return None
+    text = str(value).strip()
+    if text.lower() in ("", "off", "false", "disabled", "none"):
+        return None
+    if "://" in text:
+        parts = urlsplit(text)
+        host, port = parts.hostname, parts.port
+    else:
+        m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\[\]]*):(\d+)", text)
+        if not m:
+            raise ValueError("expected host:port (e.g. 0.0.0.0:31239), a URL, or off")
+        host = m.group(1) if m.group(1) is not None else m.group(3)
+        port = int(m.group(2) or m.group(4))
+    if port is None or not 0 <= port <= 65535:
+        raise ValueError("expected a port between 0 and 65535")
+    return (host or "0.0.0.0", port)
+
+
+def _off_or_url(value: Any) -> str | None:
+    if value is None or value is False:
+        return None
+    text = str(value).strip()
+    if text.lower() in ("", "off", "false", "disabled", "none"):
+        return None
+    if "://" not in text:
+        raise ValueError("expected a URL (e.g. redis://127.0.0.1:6379) or off")
+    return text
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+Size = Annotated[int, BeforeValidator(_size)]
+Endpoint = Annotated[tuple[str, int] | None, BeforeValidator(parse_endpoint)]
+OptionalUrl = Annotated[str | None, BeforeValidator(_off_or_url)]
+Bool = Annotated[bool, BeforeValidator(_bool)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- sections -------------------------------------------------------------------
+class SpoolSettings(_Model):
+    enabled: Bool = False
+    max_size: Size = 1 << 30
+
+
+class ExporterSettings(_Model):
+    endpoint: str | None = None                  # None: the embedded file sink
+    protocol: Literal["grpc", "http/protobuf"] = "grpc"
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration = 10.0
+    compression: Literal["none", "gzip"] = "none"
+    insecure: Bool | None = None
+    certificate: str | None = None
+    logs_endpoint: str | None = None             # http/protobuf only: full URLs per signal
+    traces_endpoint: str | None = None
+    metrics_endpoint: str | None = None
+    queue_size: Size = 32 << 20
+    spool: SpoolSettings = SpoolSettings()
+    initial_backoff: Duration = 1.0
+    max_backoff: Duration = 30.0
+
+
+class BatchSettings(_Model):
+    logs_delay: Duration = 0.5
+    spans_delay: Duration = 0.5
+    max_batch: Annotated[int, Field(ge=1, le=100_000)] = 512
+
+
+class MetricsSettings(_Model):
+    interval: Annotated[Duration, Field(gt=0)] = 60.0
+    max_series: Annotated[int, Field(ge=10)] = 2000
+    top_n: Annotated[int, Field(ge=1)] = 100
+
+
+class RemoteLogSettings(_Model):
+    endpoint: Endpoint = ("0.0.0.0", 31239)
+    receive_buffer: Size = 4 << 20
+
+
+class GelfSettings(_Model):
+    endpoint: Endpoint = ("0.0.0.0", 12201)
+
+
+class EventsSettings(_Model):
+    endpoint: Endpoint = ("0.0.0.0", 9477)
+    api_key: str | None = None
+
+
+class PollerSettings(_Model):
+    url: OptionalUrl = None
+    interval: Annotated[Duration, Field(gt=0)] = 15.0
+    timeout: Annotated[Duration, Field(gt=0)] = 5.0
+
+
+class SourcesSettings(_Model):
+    remote_log: RemoteLogSettings = RemoteLogSettings()
+    gelf: GelfSettings = GelfSettings()
+    events: EventsSettings = EventsSettings()
+    zonemta_api: PollerSettings = PollerSettings(url="http://127.0.0.1:12080")
+    mongodb: PollerSettings = PollerSettings(interval=30.0)
+    redis: PollerSettings = PollerSettings()
+
+
+Mode = Literal["domain", "hmac", "full", "drop"]
+ValueMode = Literal["hmac", "full", "drop"]
+
+
+class PrivacySettings(_Model):
+    recipient: Mode = "domain"
+    sender: Mode = "domain"
+    subject: ValueMode = "drop"
+    user: ValueMode = "drop"
+    client: ValueMode = "drop"
+    hmac_key: str | None = None
+
+    @model_validator(mode="after")
+    def _key_for_hmac(self):
+        modes = (self.recipient, self.sender, self.subject, self.user, self.client)
+        if "hmac" in modes and not self.hmac_key:
+            raise ValueError("hmac_key (OTEL_MTA_HMAC_KEY) is required when a privacy mode is hmac")
+        return self
+
+
+class CorrelationSettings(_Model):
+    index_size: Annotated[int, Field(ge=100)] = 100_000
+    hold: Duration = 2.0
+    root_hold: Duration = 600.0
+    max_open_roots: Annotated[int, Field(ge=100)] = 100_000
+
+
+class ResourceSettings(_Model):
+    zonemta_service_name: str = "zonemta"
+    service_name: str = "otel-mta"
+    instance_id: str | None = None
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+
+class HealthSettings(_Model):
+    endpoint: Endpoint = ("0.0.0.0", 9478)
+
+
+class FileSinkSettings(_Model):
+    max_size: Size = 100 << 20
+    backups: Annotated[int, Field(ge=0)] = 5
+
+
+class Settings(_Model):
+    exporter: ExporterSettings = ExporterSettings()
+    batch: BatchSettings = BatchSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    sources: SourcesSettings = SourcesSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    correlation: CorrelationSettings = CorrelationSettings()
+    resource: ResourceSettings = ResourceSettings()
+    health: HealthSettings = HealthSettings()
+    file_sink: FileSinkSettings = FileSinkSettings()
+    data_dir: Path = Path("otel-mta-data")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+# -- environment ---------------------------------------------------------------
+def _ms(value: str) -> float:
+    """OTEL_* durations are integer milliseconds."""
+    try:
+        return int(value.strip()) / 1000.0
+    except ValueError:
+        raise ValueError("expected an integer number of milliseconds") from None
+
+
+def _kv_list(value: str) -> dict:
+    """W3C-baggage-like 'k1=v1,k2=v2' (OTEL_EXPORTER_OTLP_HEADERS, OTEL_RESOURCE_ATTRIBUTES)."""
+    out = {}
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        if "=" not in item:
+            raise ValueError("expected key=value pairs separated by commas")
+        key, _, val = item.partition("=")
+        out[unquote(key.strip())] = unquote(val.strip())
+    return out
+
+
+# variable -> (path in the YAML tree, conversion of the raw string)
+ENV: dict[str, tuple[tuple[str, ...], Any]] = {
+    "OTEL_EXPORTER_OTLP_ENDPOINT": (("exporter", "endpoint"), str),
+    "OTEL_EXPORTER_OTLP_PROTOCOL": (("exporter", "protocol"), str),
+    "OTEL_EXPORTER_OTLP_HEADERS": (("exporter", "headers"), _kv_list),
+    "OTEL_EXPORTER_OTLP_TIMEOUT": (("exporter", "timeout"), _ms),
+    "OTEL_EXPORTER_OTLP_COMPRESSION": (("exporter", "compression"), str),
+    "OTEL_EXPORTER_OTLP_INSECURE": (("exporter", "insecure"), str),
+    "OTEL_EXPORTER_OTLP_CERTIFICATE": (("exporter", "certificate"), str),
+    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": (("exporter", "logs_endpoint"), str),
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": (("exporter", "traces_endpoint"), str),
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": (("exporter", "metrics_endpoint"), str),
+    "OTEL_METRIC_EXPORT_INTERVAL": (("metrics", "interval"), _ms),
+    "OTEL_BLRP_SCHEDULE_DELAY": (("batch", "logs_delay"), _ms),
+    "OTEL_BSP_SCHEDULE_DELAY": (("batch", "spans_delay"), _ms),
+    "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE": (("batch", "max_batch"), str),
+    "OTEL_SERVICE_NAME": (("resource", "service_name"), str),
+    "OTEL_RESOURCE_ATTRIBUTES": (("resource", "attributes"), _kv_list),
+    "OTEL_MTA_REMOTE_LOG_ENDPOINT": (("sources", "remote_log", "endpoint"), str),
+    "OTEL_MTA_GELF_ENDPOINT": (("sources", "gelf", "endpoint"), str),
+    "OTEL_MTA_EVENTS_ENDPOINT": (("sources", "events", "endpoint"), str),
+    "OTEL_MTA_EVENTS_API_KEY": (("sources", "events", "api_key"), str),
+    "OTEL_MTA_ZONEMTA_API_URL": (("sources", "zonemta_api", "url"), str),
+    "OTEL_MTA_MONGODB_URI": (("sources", "mongodb", "url"), str),
+    "OTEL_MTA_REDIS_URL": (("sources", "redis", "url"), str),
+    "OTEL_MTA_HEALTH_ENDPOINT": (("health", "endpoint"), str),
+    "OTEL_MTA_DATA_DIR": (("data_dir",), str),
+    "OTEL_MTA_SPOOL": (("exporter", "spool", "enabled"), str),
+    "OTEL_MTA_SPOOL_MAX_SIZE": (("exporter", "spool", "max_size"), str),
+    "OTEL_MTA_HMAC_KEY": (("privacy", "hmac_key"), str),
+    "OTEL_MTA_LOG_LEVEL": (("log_level",), lambda v: v.strip().lower()),
+}
+SECRET_KEYS = {("exporter", "headers"), ("privacy", "hmac_key"), ("sources", "events", "api_key")}
+
+
+def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        node = tree.get(key)
+        if not isinstance(node, dict):
+            node = tree[key] = {}
+        tree = node
+    if isinstance(value, dict) and isinstance(tree.get(path[-1]), dict):
+        value = {**tree[path[-1]], **value}  # env adds to YAML maps (headers, attributes)
+    tree[path[-1]] = value
+
+
+def load(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    import os
+    environ = os.environ if environ is None else environ
+    tree: dict = {}
+    if path is not None:
+        try:
+            tree = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config error: {path}: no such file") from None
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"config error: {path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config error: {path}: expected a mapping of settings at the top level")
+    origin: dict[tuple, str] = {}
+    for var, (keypath, convert) in ENV.items():
+        raw = environ.get(var)
+        if raw is None:
+            continue
+        try:
+            value = convert(raw)
+        except ValueError as err:
+            shown = "***" if keypath in SECRET_KEYS else raw
+            raise ConfigError(f"config error: {var}={shown!r}: {err}") from None
+        _set(tree, keypath, value)
+        origin[keypath] = var
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_describe(err.errors()[0], origin, path)) from None
+
+
+def _describe(error: dict, origin: dict, path) -> str:
+    loc = tuple(str(p) for p in error["loc"] if not str(p).startswith(("function-", "tuple[", "union[")))
+    key = ".".join(loc) or "(top level)"
+    src = origin.get(loc)
+    if src is None:
+        for n in range(len(loc) - 1, 0, -1):
+            if loc[:n] in origin:
+                src = origin[loc[:n]]
+                break
+    where = f" (from {src})" if src else (f" (in {path})" if path else "")
+    msg = error["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if error["type"] == "extra_forbidden":
+        return f"config error: {key}{where}: unknown setting (see docs/configuration.md)"
+    if error["type"] == "literal_error":
+        msg = "expected " + msg.removeprefix("Input should be ")
+    value = error.get("input")
+    if loc and (loc[:2] in SECRET_KEYS or loc[:3] in SECRET_KEYS or loc[:1] in SECRET_KEYS):
+        value = "***"
+    shown = f" = {value!r}" if not isinstance(value, dict) else ""
+    return f"config error: {key}{shown}{where}: {msg}"

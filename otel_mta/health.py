@@ -1,0 +1,38 @@
+"""HTTP health endpoints for Kubernetes probes: /healthz (the process serves)
+and /readyz (every enabled listener is bound and the exporter is configured)."""
+from __future__ import annotations
+
+from aiohttp import web
+
+
+class HealthServer:
+    def __init__(self, host: str, port: int, app):
+        self.host, self.port = host, port
+        self._app = app
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        webapp = web.Application()
+        webapp.router.add_get("/healthz", self._healthz)
+        webapp.router.add_get("/readyz", self._readyz)
+        self._runner = web.AppRunner(webapp, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        if self.port == 0:
+            self.port = site._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _healthz(self, request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, request) -> web.Response:
+        ready, detail = self._app.readiness()
+        return web.json_response({"ready": ready, **detail}, status=200 if ready else 503)

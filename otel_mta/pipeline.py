@@ -1,0 +1,89 @@
+"""What every source hands its events to: the signal builders, the metric store
+and the self-telemetry counters, wired to one exporter."""
+from __future__ import annotations
+
+import logging
+import time
+
+from otel_mta import catalog
+from otel_mta.config import Settings
+from otel_mta.correlate import Correlator
+from otel_mta.model import LogLine
+from otel_mta.privacy import Redactor
+from otel_mta.resources import Resources
+from otel_mta.signals import logs as L
+from otel_mta.signals.batch import Batcher
+from otel_mta.signals.mail import MailSignals
+from otel_mta.signals.metrics import MetricStore
+from otel_mta.signals.tracker import MessageTracker
+
+
+class RateLimitedLog:
+    """At most one line per reason per `interval_s`, with the count it hid."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 10.0):
+        self.logger = logger
+        self.interval_ns = int(interval_s * 1e9)
+        self._last: dict = {}
+
+    def __call__(self, level: int, reason: str, msg: str, *args) -> None:
+        now = time.monotonic_ns()
+        last, hidden = self._last.get(reason, (0, 0))
+        if now - last < self.interval_ns and last:
+            self._last[reason] = (last, hidden + 1)
+            return
+        self._last[reason] = (now, 0)
+        if hidden:
+            msg += f" ({hidden} more like this not shown)"
+        self.logger.log(level, msg, *args)
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, submit, mail_channels: int = 1):
+        s = settings
+        self.settings = s
+        self.resources = Resources(extra=s.resource.attributes, self_service=s.resource.service_name,
+                                   zonemta_service=s.resource.zonemta_service_name,
+                                   instance_id=s.resource.instance_id)
+        self.metrics = MetricStore(catalog.load(), max_series=s.metrics.max_series)
+        self.logs = Batcher("logs", submit, s.batch.max_batch)
+        self.spans = Batcher("traces", submit, s.batch.max_batch)
+        p = s.privacy
+        self.redactor = Redactor(recipient=p.recipient, sender=p.sender, subject=p.subject, user=p.user,
+                                 client=p.client, hmac_key=p.hmac_key.encode() if p.hmac_key else None)
+        self.tracker = MessageTracker(self.spans, self.resources.zonemta,
+                                      capacity=s.correlation.max_open_roots,
+                                      max_hold_s=s.correlation.root_hold)
+        self.mail = MailSignals(resources=self.resources, logs=self.logs, spans=self.spans,
+                                metrics=self.metrics, redactor=self.redactor,
+                                correlator=Correlator(s.correlation.index_size), tracker=self.tracker,
+                                top_n=s.metrics.top_n, dedup=mail_channels > 1,
+                                hold_s=s.correlation.hold)
+        own = self.resources.own
+        self._own = own
+        self._accepted = self.metrics.counter("otelmta_receiver_accepted_records")
+        self._refused = self.metrics.counter("otelmta_receiver_refused_records")
+        self._dropped = self.metrics.counter("otelmta_receiver_dropped_records")
+        self.log_attributes = L.attributes
+
+    # self-telemetry, for sources
+    def accepted(self, receiver: str, transport: str, n: int = 1) -> None:
+        self._accepted.add(n, self._own, (receiver, transport))
+
+    def refused(self, receiver: str, transport: str, reason: str, n: int = 1) -> None:
+        self._refused.add(n, self._own, (receiver, transport, reason))
+
+    def dropped(self, receiver: str, transport: str, reason: str, n: int = 1) -> None:
+        self._dropped.add(n, self._own, (receiver, transport, reason))
+
+    def emit_log_line(self, line: LogLine, cached_keys: frozenset = frozenset()) -> None:
+        """A log line from another producer (GELF): encode and batch it."""
+        res = self.resources.producer(line.service, line.host)
+        record = L.encode_log(line.time_ns, line.observed_ns, line.severity_number, line.body,
+                              L.attributes.encode(line.attributes, cached_keys), line.trace_id,
+                              line.span_id, line.event_name, line.severity_text)
+        self.logs.add(res, record)
+
+    def flush(self) -> None:
+        self.logs.flush()
+        self.spans.flush()

@@ -1,0 +1,41 @@
+"""OTLP log records, written in the wire format (see signals/wire.py for why)."""
+from __future__ import annotations
+
+from otel_mta.signals import wire
+
+# OpenTelemetry log data model severity numbers
+TRACE, DEBUG, INFO, WARN, ERROR, FATAL = 1, 5, 9, 13, 17, 21
+SEVERITY_TEXT = {TRACE: "TRACE", DEBUG: "DEBUG", INFO: "INFO", WARN: "WARN", ERROR: "ERROR", FATAL: "FATAL"}
+_SEVERITY_FIELDS = {n: wire.LOG_SEVERITY_NUMBER + wire.varint(n) + wire.ld(wire.LOG_SEVERITY_TEXT, t.encode())
+                    for n, t in SEVERITY_TEXT.items()}
+
+attributes = wire.AttributeEncoder(wire.LOG_ATTR)
+
+
+def encode_log(time_ns: int, observed_ns: int, severity: int, body: str,
+               attr_fields: list[bytes], trace_id: bytes | None = None,
+               span_id: bytes | None = None, event_name: str | None = None,
+               severity_text: str | None = None) -> bytes:
+    """A LogRecord message. `attr_fields` come from `attributes.encode(...)`.
+
+    `severity` is an OpenTelemetry severity number (1-24); the text defaults to
+    the name of its range (INFO for 9, ...).
+    """
+    parts = [wire.fixed64(wire.LOG_TIME, time_ns) if time_ns else b""]
+    sev = _SEVERITY_FIELDS.get(severity) if severity_text is None else None
+    if sev is None:
+        sev = wire.LOG_SEVERITY_NUMBER + wire.varint(severity)
+        text = severity_text if severity_text is not None else SEVERITY_TEXT.get(severity - (severity - 1) % 4, "")
+        if text:
+            sev += wire.ld(wire.LOG_SEVERITY_TEXT, text.encode())
+    parts.append(sev)
+    parts.append(wire.ld(wire.LOG_BODY, wire.ld(wire.ANY_STRING, body.encode("utf-8", "replace"))))
+    parts.extend(attr_fields)
+    if trace_id:
+        parts.append(wire.LOG_TRACE_ID + b"\x10" + trace_id)
+        if span_id:
+            parts.append(wire.LOG_SPAN_ID + b"\x08" + span_id)
+    parts.append(wire.fixed64(wire.LOG_OBSERVED_TIME, observed_ns))
+    if event_name:
+        parts.append(wire.ld(wire.LOG_EVENT_NAME, event_name.encode()))
+    return b"".join(parts)

@@ -1,0 +1,365 @@
+"""ZoneMTA mail events -> OTLP log records, spans and metric points.
+
+One MailEvent (a remote-log entry, or the same entry from our plugin) becomes:
+- a log record, always (attributes under `mta.*`, documented in the catalog);
+- for ACCEPTED / DEFERRED / REJECTED, a CLIENT span for the delivery attempt,
+  child of the message's root span, timed by ZoneMTA's `start` and `timer`;
+- metric points (catalog/mail.yaml).
+The message's root span is kept by MessageTracker until every recipient has a
+final outcome (docs/signals.md).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from datetime import datetime, timezone
+
+import orjson
+
+from otel_mta import ids
+from otel_mta.correlate import Correlator, Deduplicator
+from otel_mta.model import MailEvent
+from otel_mta.privacy import Redactor, TopN
+from otel_mta.signals import logs as L
+from otel_mta.signals import traces as T
+from otel_mta.signals.batch import Batcher
+from otel_mta.signals.metrics import MetricStore
+from otel_mta.signals.tracker import MessageTracker
+
+log = logging.getLogger("otel_mta.mail")
+
+OUTCOME = {"ACCEPTED": "delivered", "DEFERRED": "deferred", "REJECTED": "rejected"}
+SEVERITY = {
+    "QUEUED": L.INFO, "NOQUEUE": L.ERROR, "ACCEPTED": L.INFO, "DEFERRED": L.WARN,
+    "REJECTED": L.ERROR, "DROP": L.WARN, "DELETED": L.INFO, "QUEUE_BOUNCE": L.INFO,
+    "SPAMCHECK": L.INFO, "VIRUSCHECK": L.INFO, "QUEUE_POLL": L.DEBUG,
+}
+# logged while the message is still being received, before its QUEUED entry
+HOLD_ACTIONS = frozenset({"SPAMCHECK", "VIRUSCHECK"})
+_SMTP_REPLY = re.compile(r"^\s*(\d{3})(?:[ -]+(\d\.\d{1,3}\.\d{1,3})\b)?")
+# low-cardinality attribute keys whose encoded form is worth caching
+_CACHED = frozenset({
+    "mta.action", "mta.zone", "mta.interface", "mta.delivery.outcome", "mta.sending_ip",
+    "mta.mx.host", "server.address", "network.peer.address", "mta.bounce.category",
+    "mta.recipient.domain", "mta.sender.domain", "mta.return_path.domain", "mta.header_from.domain",
+    "mta.tls.version", "mta.tls.cipher", "mta.tls.authorized", "mta.protocol", "mta.smtp.code",
+    "mta.smtp.enhanced_status", "mta.delivery.seq", "network.local.address", "network.protocol.name",
+    "server.port", "error.type", "mta.transport", "mta.check.type", "mta.check.result",
+})
+# ZoneMTA entry keys this module maps; anything else of an unknown action goes to mta.entry
+_ENTRY_KEYS = {"id", "seq", "action"}
+
+
+def _num(value):
+    return value if type(value) in (int, float) else None
+
+
+def _ms_to_ns(ms) -> int:
+    return int(ms * 1_000_000)
+
+
+class MailSignals:
+    def __init__(self, *, resources, logs: Batcher, spans: Batcher, metrics: MetricStore,
+                 redactor: Redactor, correlator: Correlator, tracker: MessageTracker,
+                 top_n: int = 100, dedup: bool = False, hold_s: float = 2.0, max_held: int = 10_000):
+        self.res = resources.zonemta
+        self.logs = logs
+        self.spans = spans
+        self.red = redactor
+        self.corr = correlator
+        self.tracker = tracker
+        self.dedup = Deduplicator() if dedup else None
+        self.hold_ns = int(hold_s * 1e9)
+        self.max_held = max_held
+        self._held: dict[str, list] = {}        # queue id -> [(deadline_ns, event)]
+        self.held = 0
+        self.top_domain = TopN(top_n)
+        m = metrics
+        self.m_queued = m.counter("mta.message.queued")
+        self.m_queue_errors = m.counter("mta.message.queue_errors")
+        self.m_size = m.histogram("mta.message.size")
+        self.m_attempts = m.counter("mta.delivery.attempts")
+        self.m_duration = m.histogram("mta.delivery.duration")
+        self.m_dropped = m.counter("mta.delivery.dropped")
+        self.m_deleted = m.counter("mta.delivery.deleted")
+        self.m_bounces = m.counter("mta.bounce.generated")
+        self.m_checks = m.counter("mta.message.checks")
+        self.m_unresolved = m.counter("otelmta_correlation_unresolved")
+        self.m_dups = m.counter("otelmta_receiver_dropped_records")
+        m.before_collect(self.top_domain.rerank)
+        m.before_collect(lambda: m.gauge("otelmta_correlation_index_size").set(
+            len(self.corr.index), resources.own))
+        self._own = resources.own
+
+    # -- entry point -----------------------------------------------------
+    def handle(self, event: MailEvent) -> None:
+        if self.dedup is not None and not self.dedup.first_time(event):
+            self.m_dups.add(1, self._own, (event.channel, None, "duplicate"))
+            if event.phases:  # the plugin's copy brings phases the remote log lacks
+                self._emit_phases(event)
+            return
+        action = event.action
+        if action == "QUEUED":
+            self.corr.learn(event.queue_id, event.entry.get("message-id"))
+        elif action in HOLD_ACTIONS and self.hold_ns and self.corr.message_id(event) is None:
+            self._hold(event)
+            return
+        self._emit(event)
+        if action == "QUEUED" and self._held:
+            for _, held in self._held.pop(event.queue_id, ()):
+                self.held -= 1
+                self._emit(held)
+
+    def learn(self, queue_id: str, message_id: str) -> None:
+        """The plugin saw the headers: map the queue id before QUEUED arrives."""
+        self.corr.learn(queue_id, message_id)
+        for _, held in self._held.pop(queue_id, ()):
+            self.held -= 1
+            self._emit(held)
+
+    def tick(self, now_ns: int | None = None, flush_all: bool = False) -> None:
+        """Release held entries whose wait is over, and end overdue root spans."""
+        now_ns = now_ns or time.time_ns()
+        if self._held:
+            for qid in list(self._held):
+                waiting = self._held[qid]
+                if flush_all or waiting[0][0] <= now_ns:
+                    del self._held[qid]
+                    for _, event in waiting:
+                        self.held -= 1
+                        self._emit(event)
+        self.tracker.expire(now_ns, flush_all=flush_all)
+
+    def _hold(self, event: MailEvent) -> None:
+        if self.held >= self.max_held:
+            self._emit(event)  # no room to wait: trace it by queue id now
+            return
+        self._held.setdefault(event.queue_id, []).append((time.time_ns() + self.hold_ns, event))
+        self.held += 1
+
+    # -- mapping ---------------------------------------------------------
+    def _emit(self, event: MailEvent) -> None:
+        trace_id, resolved = self.corr.trace_id(event)
+        if not resolved:
+            self.m_unresolved.add(1, self._own, (event.channel,))
+        action = event.action
+        entry = event.entry
+        attrs = {"mta.action": action, "mta.queue_id": event.queue_id, "mta.delivery.seq": event.seq}
+        outcome = OUTCOME.get(action)
+        span_id = None
+        if outcome is not None:
+            time_ns, span_id, body = self._delivery(event, trace_id, outcome, attrs)
+        elif action == "QUEUED" or action == "NOQUEUE":
+            time_ns, body = self._queued(event, trace_id, attrs)
+            if action == "QUEUED":
+                span_id = ids.root_span_id(event.queue_id)
+        else:
+            time_ns, body = self._other(event, attrs)
+        severity = SEVERITY.get(action, L.INFO)
+        if action == "QUEUE_BOUNCE" and entry.get("queued") == "no":
+            severity = L.ERROR
+        elif action == "VIRUSCHECK" and entry.get("result") == "infected":
+            severity = L.WARN
+        elif action == "SPAMCHECK" and "reject" in str(entry.get("result", "")):
+            severity = L.WARN
+        record = L.encode_log(time_ns, event.observed_ns, severity, body,
+                              L.attributes.encode(attrs, _CACHED), trace_id, span_id,
+                              "zonemta." + action.lower())
+        self.logs.add(self.res, record)
+
+    def _queued(self, event: MailEvent, trace_id, attrs: dict):
+        e, red = event.entry, self.red
+        mid = ids.normalize_message_id(e.get("message-id"))
+        attrs["mta.message_id"] = mid
+        iface = e.get("interface")
+        attrs["mta.interface"] = iface
+        red.address("mta.sender", e.get("from"), red.sender, attrs)
+        red.address("mta.header_from", e.get("headerFrom"), red.sender, attrs)
+        red.address_list("mta.recipient", e.get("to"), red.recipient, attrs)
+        red.value("mta.subject", e.get("subject"), red.subject, attrs)
+        red.value("mta.user", e.get("user") or e.get("auth"), red.user, attrs)
+        red.value("mta.client.address", e.get("src"), red.client, attrs)
+        red.value("mta.client.host", e.get("originhost"), red.client, attrs)
+        red.value("mta.client.helo", e.get("transhost"), red.client, attrs)
+        attrs["mta.transport"] = e.get("transtype")
+        size = _num(e.get("body"))
+        attrs["mta.message.size"] = int(size) if size is not None else None
+        attrs["mta.message.md5"] = e.get("md5")
+        now = event.observed_ns
+        if event.action == "NOQUEUE":
+            attrs["mta.error"] = red.text(e.get("error"))
+            self.m_queue_errors.add(1, self.res, (iface,))
+            return now, f"NOQUEUE {event.queue_id}: {attrs['mta.error'] or 'not queued'}"
+        self.m_queued.add(1, self.res, (iface,))
+        if size is not None:
+            self.m_size.record(size, self.res, (iface,))
+        to = e.get("to")
+        recipients = len([a for a in to.split(",") if a.strip()]) if type(to) is str and to != "<>" else 1
+        self.tracker.queued(event.queue_id, trace_id, now, attrs, recipients)
+        rcpts = attrs.get("mta.recipient.count")
+        doms = attrs.get("mta.recipient.domain")
+        doms = ", ".join(doms) if type(doms) is list else doms
+        body = f"QUEUED {event.queue_id}"
+        if attrs.get("mta.sender.domain"):
+            body += f" from {attrs['mta.sender.domain']}"
+        if rcpts:
+            body += f" for {rcpts} recipient{'s' if rcpts != 1 else ''} ({doms})"
+        if size is not None:
+            body += f", {int(size)} bytes"
+        if iface:
+            body += f" via {iface}"
+        return now, body
+
+    def _delivery(self, event: MailEvent, trace_id, outcome: str, attrs: dict):
+        e, red = event.entry, self.red
+        action, qid = event.action, event.queue_id
+        zone = e.get("zone")
+        mx = e.get("mx") or None
+        ip = e.get("ip") or None
+        category = e.get("category") or None
+        response = red.text(e.get("response")) or None
+        attrs["mta.zone"] = zone
+        attrs["mta.delivery.outcome"] = outcome
+        red.address("mta.recipient", e.get("to"), red.recipient, attrs)
+        red.address("mta.sender", e.get("from"), red.sender, attrs)
+        red.address("mta.return_path", e.get("returnPath"), red.sender, attrs)
+        attrs["mta.mx.host"] = mx
+        attrs["server.address"] = mx
+        attrs["network.peer.address"] = e.get("host") or None
+        attrs["mta.sending_ip"] = ip
+        attrs["mta.bounce.category"] = category
+        attrs["mta.smtp.response"] = response
+        if response:
+            m = _SMTP_REPLY.match(response)
+            if m:
+                attrs["mta.smtp.code"] = int(m.group(1))
+                attrs["mta.smtp.enhanced_status"] = m.group(2)
+        size = _num(e.get("size"))
+        attrs["mta.message.size"] = int(size) if size is not None else None
+        timer = _num(e.get("timer"))
+        start = _num(e.get("start"))
+        msgid = e.get("messageId")
+        if type(msgid) is str and msgid != qid:
+            attrs["mta.message_id"] = ids.normalize_message_id(msgid)
+        attrs["mta.protocol"] = e.get("protocol")
+        if e.get("tlsVersion"):
+            attrs["mta.tls.version"] = e.get("tlsVersion")
+            attrs["mta.tls.cipher"] = e.get("tlsCipher") or None
+            attrs["mta.tls.authorized"] = e.get("tlsAuthorized") is True
+            attrs["mta.tls.authorization_error"] = e.get("tlsAuthorizationError") or None
+        defcount = event.defcount
+        if action == "DEFERRED":
+            attrs["mta.defer.count"] = defcount
+        span_attrs = dict(attrs)
+        # the transaction's end: start + timer when ZoneMTA measured it
+        if start is not None:
+            start_ns = _ms_to_ns(start)
+            end_ns = start_ns + _ms_to_ns(timer or 0)
+        else:
+            start_ns = end_ns = event.observed_ns
+        # metrics
+        dom = attrs.get("mta.recipient.domain")
+        self.m_attempts.add(1, self.res, (zone, outcome, ip, category, self.top_domain(dom)))
+        if timer is not None:
+            self.m_duration.record(timer / 1000.0, self.res, (zone, outcome))
+        # span
+        span_id = ids.attempt_span_id(qid, event.seq or "", action, defcount if action == "DEFERRED" else 0)
+        span_attrs.pop("mta.action", None)
+        span_attrs["server.port"] = 25 if mx else None
+        span_attrs["network.local.address"] = ip
+        span_attrs["network.protocol.name"] = e.get("protocol")
+        status, status_msg = 0, None
+        if action == "REJECTED":
+            status, status_msg = T.STATUS_ERROR, response
+            span_attrs["error.type"] = category or "rejected"
+        if trace_id:
+            record = T.encode_span(trace_id, span_id, ids.root_span_id(qid), "delivery", T.SPAN_KIND_CLIENT,
+                                   start_ns, end_ns, T.attributes.encode(span_attrs, _CACHED),
+                                   status, status_msg)
+            self.spans.add(self.res, record)
+            if event.phases:
+                self._emit_phases(event, trace_id, span_id)
+        if action != "DEFERRED":
+            self.tracker.final(qid, event.seq, outcome, end_ns)
+        else:
+            self.tracker.deferred(qid, end_ns)
+            nxt = _num(e.get("nextattempt"))
+            if nxt is not None:
+                attrs["mta.defer.next_attempt"] = datetime.fromtimestamp(nxt / 1000, timezone.utc).isoformat(timespec="seconds")
+        attrs["mta.delivery.duration_ms"] = int(timer) if timer is not None else None
+        # log body: a line an operator can read
+        dest = dom or "?"
+        via = f" via {mx}" + (f"[{attrs['network.peer.address']}]" if attrs["network.peer.address"] else "") if mx else ""
+        head = action if not category else f"{action}[{category}]"
+        body = f"{head} {qid}.{event.seq} to {dest}{via}"
+        if ip:
+            body += f" from {ip}"
+        if timer is not None:
+            body += f" in {int(timer)} ms"
+        if action == "DEFERRED":
+            body += f" (deferral {defcount})"
+        if response:
+            body += f": {response}"
+        return end_ns, span_id, body
+
+    def _other(self, event: MailEvent, attrs: dict):
+        e, red, action = event.entry, self.red, event.action
+        qid = event.queue_id
+        if action == "DROP":
+            reason = e.get("reason")
+            attrs["mta.drop.reason"] = reason
+            red.address("mta.recipient", e.get("recipient"), red.recipient, attrs)
+            self.m_dropped.add(1, self.res, (reason,))
+            self.tracker.final(qid, event.seq, "dropped", event.observed_ns)
+            return event.observed_ns, f"DROP {qid}.{event.seq} to {attrs.get('mta.recipient.domain') or '?'}: {reason}"
+        if action == "DELETED":
+            reason = e.get("reason")
+            attrs["mta.delete.reason"] = reason
+            self.m_deleted.add(1, self.res, (reason,))
+            self.tracker.final(qid, event.seq, "deleted", event.observed_ns)
+            return event.observed_ns, f"DELETED {qid}{'.' + event.seq if event.seq else ''}: {reason}"
+        if action == "QUEUE_BOUNCE":
+            btype, queued = e.get("bounceType"), e.get("queued")
+            attrs["mta.bounce.type"] = btype
+            attrs["mta.bounce.queued"] = queued
+            attrs["mta.bounce.queue_id"] = e.get("bounceId")
+            attrs["mta.error"] = red.text(e.get("error"))
+            self.m_bounces.add(1, self.res, (btype, queued))
+            what = f"queued as {e.get('bounceId')}" if queued == "yes" else f"not queued: {attrs['mta.error']}"
+            return event.observed_ns, f"QUEUE_BOUNCE {qid}.{event.seq} {btype} bounce {what}"
+        if action == "SPAMCHECK" or action == "VIRUSCHECK":
+            kind = "spam" if action == "SPAMCHECK" else "virus"
+            result = e.get("result")
+            attrs["mta.check.type"] = kind
+            attrs["mta.check.result"] = result
+            if kind == "spam":
+                try:
+                    attrs["mta.check.score"] = float(e.get("score"))
+                except (TypeError, ValueError):
+                    pass
+                attrs["mta.check.tests"] = e.get("tests") or None
+            else:
+                attrs["mta.check.response"] = e.get("response") or None
+            self.m_checks.add(1, self.res, (kind, result))
+            return event.observed_ns, f"{action} {qid}: {result}"
+        # an action this version has no mapping for: keep all of it, masked
+        rest = {k: v for k, v in e.items() if k not in _ENTRY_KEYS}
+        attrs["mta.entry"] = red.text(orjson.dumps(rest, default=str).decode()) if rest else None
+        return event.observed_ns, f"{action} {qid}"
+
+    def _emit_phases(self, event: MailEvent, trace_id: bytes | None = None, attempt_id: bytes | None = None) -> None:
+        """Child spans of a delivery attempt for the phases the plugin timed."""
+        if trace_id is None:
+            trace_id, _ = self.corr.trace_id(event)
+        if attempt_id is None:
+            d = event.defcount if event.action == "DEFERRED" else 0
+            attempt_id = ids.attempt_span_id(event.queue_id, event.seq or "", event.action, d)
+        for phase in event.phases or ():
+            attrs = {"mta.phase": phase.name, "mta.queue_id": event.queue_id, "mta.delivery.seq": event.seq}
+            attrs.update(phase.attributes)
+            status = T.STATUS_ERROR if phase.error else 0
+            record = T.encode_span(trace_id, ids.phase_span_id(attempt_id, phase.name), attempt_id,
+                                   phase.name, T.SPAN_KIND_INTERNAL, phase.start_ns, phase.end_ns,
+                                   T.attributes.encode(attrs, _CACHED), status, phase.error)
+            self.spans.add(self.res, record)

@@ -1,0 +1,90 @@
+"""The message's root span, ended when ZoneMTA is done with the message.
+
+At QUEUED we know the trace, the start and how many recipients there are. The
+root span is emitted when every recipient has a final outcome (delivered,
+rejected, dropped, deleted) and ends then. Deferred mail can retry for days, so
+a root is never held for that: at a recipient's first deferral — or after
+`max_hold_s`, or when the table is full, or at shutdown — the root is emitted
+with `mta.message.state=queued`, and later attempts still join the trace
+because their parent id is derived from the queue id (docs/trace-ids.md).
+"""
+from __future__ import annotations
+
+from otel_mta import ids
+from otel_mta.signals import traces as T
+
+_ROOT_ATTRS = ("mta.queue_id", "mta.message_id", "mta.interface", "mta.sender.domain",
+               "mta.recipient.domain", "mta.recipient.count", "mta.message.size")
+
+
+class _Root:
+    __slots__ = ("trace_id", "start_ns", "deadline_ns", "expected", "outcomes", "attrs")
+
+    def __init__(self, trace_id, start_ns, deadline_ns, expected, attrs):
+        self.trace_id = trace_id
+        self.start_ns = start_ns
+        self.deadline_ns = deadline_ns
+        self.expected = expected
+        self.outcomes: dict = {}
+        self.attrs = attrs
+
+
+class MessageTracker:
+    def __init__(self, spans, resource, capacity: int = 100_000, max_hold_s: float = 600.0):
+        self._spans = spans
+        self._res = resource
+        self.capacity = capacity
+        self.max_hold_ns = int(max_hold_s * 1e9)
+        self._open: dict[str, _Root] = {}
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def queued(self, queue_id: str, trace_id: bytes | None, start_ns: int, attrs: dict,
+               recipients: int) -> None:
+        if trace_id is None:
+            return
+        if len(self._open) >= self.capacity:
+            oldest = next(iter(self._open))
+            self._end(oldest, self._open[oldest].start_ns, "queued")
+        root_attrs = {k: attrs[k] for k in _ROOT_ATTRS if attrs.get(k) is not None}
+        self._open[queue_id] = _Root(trace_id, start_ns, start_ns + self.max_hold_ns,
+                                     max(recipients, 1), root_attrs)
+
+    def final(self, queue_id: str, seq: str | None, outcome: str, time_ns: int) -> None:
+        root = self._open.get(queue_id)
+        if root is None:
+            return
+        root.outcomes[seq] = outcome
+        if len(root.outcomes) >= root.expected:
+            values = root.outcomes.values()
+            delivered = sum(1 for o in values if o == "delivered")
+            rejected = sum(1 for o in values if o == "rejected")
+            if delivered == len(root.outcomes):
+                state = "delivered"
+            elif delivered:
+                state = "partially_delivered"
+            elif rejected:
+                state = "bounced"
+            else:
+                state = "dropped"
+            self._end(queue_id, time_ns, state, error=rejected > 0)
+
+    def deferred(self, queue_id: str, time_ns: int) -> None:
+        if queue_id in self._open:
+            self._end(queue_id, time_ns, "queued")
+
+    def expire(self, now_ns: int, flush_all: bool = False) -> None:
+        for qid in [q for q, r in self._open.items() if flush_all or r.deadline_ns <= now_ns]:
+            root = self._open[qid]
+            self._end(qid, min(now_ns, root.deadline_ns), "queued")
+
+    def _end(self, queue_id: str, end_ns: int, state: str, error: bool = False) -> None:
+        root = self._open.pop(queue_id)
+        attrs = dict(root.attrs)
+        attrs["mta.message.state"] = state
+        record = T.encode_span(root.trace_id, ids.root_span_id(queue_id), None, "message",
+                               T.SPAN_KIND_SERVER, root.start_ns, max(end_ns, root.start_ns),
+                               T.attributes.encode(attrs), T.STATUS_ERROR if error else 0,
+                               "one or more recipients rejected" if error else None)
+        self._spans.add(self._res, record)

@@ -1,0 +1,155 @@
+"""Protocol Buffers wire format for the OTLP messages on the hot path.
+
+Why by hand: building OTLP log records and spans with the generated protobuf
+classes costs ~15 us each here (upb copies every nested message); writing the
+wire format directly, with the encoded form of repeated attribute values cached,
+costs ~5 us (bench/otlp_encode.py prints both). Logs and spans are produced per
+mail event, so this decides the sidecar's throughput. Metrics are exported once
+per interval and use the generated classes (signals/metrics.py).
+
+Every encoder here is checked by parsing its output with the official
+opentelemetry-proto classes (tests/test_wire.py).
+"""
+from __future__ import annotations
+
+import struct
+
+_Q = struct.Struct("<Q").pack
+_D = struct.Struct("<d").pack
+
+
+def varint(n: int) -> bytes:
+    if n < 0:
+        n &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SMALL = [varint(i) for i in range(1 << 14)]
+
+
+def ld(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: tag, length, payload."""
+    n = len(payload)
+    return tag + (_SMALL[n] if n < 16384 else varint(n)) + payload
+
+
+def fixed64(tag: bytes, n: int) -> bytes:
+    return tag + _Q(n)
+
+
+def double(tag: bytes, x: float) -> bytes:
+    return tag + _D(x)
+
+
+# Tags (field number << 3 | wire type) of the OTLP messages we write.
+# common.v1.AnyValue
+ANY_STRING, ANY_BOOL, ANY_INT, ANY_DOUBLE, ANY_ARRAY, ANY_KVLIST = b"\x0a", b"\x10", b"\x18", b"\x21", b"\x2a", b"\x32"
+# common.v1.KeyValue / ArrayValue / KeyValueList
+KV_KEY, KV_VALUE = b"\x0a", b"\x12"
+# ExportXServiceRequest.resource_x, ResourceX.resource / scope_x, ScopeX.scope / records
+REQ_RESOURCE_ITEMS = b"\x0a"
+RES_RESOURCE, RES_SCOPE_ITEMS = b"\x0a", b"\x12"
+SCOPE_SCOPE, SCOPE_ITEMS = b"\x0a", b"\x12"
+RESOURCE_ATTR = b"\x0a"
+SCOPE_NAME, SCOPE_VERSION = b"\x0a", b"\x12"
+# logs.v1.LogRecord
+LOG_TIME, LOG_SEVERITY_NUMBER, LOG_SEVERITY_TEXT, LOG_BODY = b"\x09", b"\x10", b"\x1a", b"\x2a"
+LOG_ATTR, LOG_FLAGS, LOG_TRACE_ID, LOG_SPAN_ID, LOG_OBSERVED_TIME, LOG_EVENT_NAME = (
+    b"\x32", b"\x45", b"\x4a", b"\x52", b"\x59", b"\x62")
+# trace.v1.Span
+SPAN_TRACE_ID, SPAN_ID, SPAN_PARENT_ID, SPAN_NAME, SPAN_KIND = b"\x0a", b"\x12", b"\x22", b"\x2a", b"\x30"
+SPAN_START, SPAN_END, SPAN_ATTR, SPAN_EVENT, SPAN_STATUS, SPAN_FLAGS = (
+    b"\x39", b"\x41", b"\x4a", b"\x5a", b"\x7a", b"\x85\x01")
+EVENT_TIME, EVENT_NAME, EVENT_ATTR = b"\x09", b"\x12", b"\x1a"
+STATUS_MESSAGE, STATUS_CODE = b"\x12", b"\x18"
+
+SPAN_KIND_INTERNAL, SPAN_KIND_SERVER, SPAN_KIND_CLIENT = 1, 2, 3
+STATUS_OK, STATUS_ERROR = 1, 2
+
+
+def any_value(value) -> bytes:
+    """An AnyValue message (without its own tag) for a Python value."""
+    t = type(value)
+    if t is str:
+        return ld(ANY_STRING, value.encode("utf-8", "replace"))
+    if t is bool:
+        return ANY_BOOL + (b"\x01" if value else b"\x00")
+    if t is int:
+        return ANY_INT + varint(value)
+    if t is float:
+        return double(ANY_DOUBLE, value)
+    if t in (list, tuple):
+        return ld(ANY_ARRAY, b"".join(ld(b"\x0a", any_value(v)) for v in value))
+    if t is dict:
+        return ld(ANY_KVLIST, b"".join(ld(b"\x0a", key_value(str(k), v)) for k, v in value.items()))
+    if t is bytes:
+        return ld(b"\x3a", value)
+    return ld(ANY_STRING, str(value).encode("utf-8", "replace"))
+
+
+def key_value(key: str, value) -> bytes:
+    """A KeyValue message (without its own tag)."""
+    return ld(KV_KEY, key.encode("utf-8")) + ld(KV_VALUE, any_value(value))
+
+
+class AttributeEncoder:
+    """Encodes attributes as repeated KeyValue fields under one tag.
+
+    Most attribute values repeat (zone, sending IP, MX host, outcome), so the
+    finished bytes of each (key, value) pair are cached; the cache is cleared
+    when it grows past `cache_size` so unbounded values cannot grow it.
+    """
+
+    __slots__ = ("tag", "_cache", "_cache_size")
+
+    def __init__(self, tag: bytes, cache_size: int = 20000):
+        self.tag = tag
+        self._cache: dict = {}
+        self._cache_size = cache_size
+
+    def encode(self, attrs: dict, cached_keys: frozenset = frozenset()) -> list[bytes]:
+        """Encoded fields for `attrs`; pairs whose key is in `cached_keys` are cached."""
+        out = []
+        tag = self.tag
+        cache = self._cache
+        for key, value in attrs.items():
+            if value is None:
+                continue
+            if key in cached_keys and type(value) is not list:
+                ck = (key, value)
+                field = cache.get(ck)
+                if field is None:
+                    if len(cache) >= self._cache_size:
+                        cache.clear()
+                    field = cache[ck] = ld(tag, key_value(key, value))
+                out.append(field)
+            else:
+                out.append(ld(tag, key_value(key, value)))
+        return out
+
+
+def resource(attrs: dict) -> bytes:
+    """A Resource message (without its own tag)."""
+    return b"".join(ld(RESOURCE_ATTR, key_value(k, v)) for k, v in attrs.items() if v is not None)
+
+
+def scope(name: str, version: str) -> bytes:
+    return ld(SCOPE_NAME, name.encode()) + ld(SCOPE_VERSION, version.encode())
+
+
+def request(groups: list[tuple[bytes, bytes, list[bytes]]]) -> bytes:
+    """An Export{Logs,Trace}ServiceRequest from (resource, scope, records) groups.
+
+    `records` are finished LogRecord / Span messages without their tag; the
+    layout of the three request types is the same up to the record level.
+    """
+    out = []
+    for res, scp, records in groups:
+        inner = ld(SCOPE_SCOPE, scp) + b"".join(ld(SCOPE_ITEMS, r) for r in records)
+        out.append(ld(REQ_RESOURCE_ITEMS, ld(RES_RESOURCE, res) + ld(RES_SCOPE_ITEMS, inner)))
+    return b"".join(out)

@@ -1,0 +1,47 @@
+"""The interface every source implements; app.py starts, checks and stops them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class CheckResult:
+    source: str
+    endpoint: str
+    ok: bool
+    detail: str
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.ok else "FAIL"
+
+
+class Source:
+    """A receiver (listens) or a poller (asks). Runs on the event loop."""
+
+    name = "source"
+    transport = ""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+        self.ready = False
+
+    @property
+    def endpoint(self) -> str:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        """Bind or connect; raise OSError with a clear message if impossible."""
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        """Stop receiving; whatever was received is in the pipeline afterwards."""
+        raise NotImplementedError
+
+    async def check(self) -> CheckResult:
+        """Try the source once for `otel-mta check`."""
+        raise NotImplementedError
+
+    def status(self) -> dict:
+        """A short summary for the health endpoint and the status line."""
+        return {"ready": self.ready, "endpoint": self.endpoint}
