@@ -52,7 +52,7 @@ class Correlator:
     def message_id(self, event: MailEvent) -> str | None:
         """The normalised Message-ID of the event's message, if known."""
         entry = event.entry
-        if event.action == "QUEUED":
+        if event.action == "QUEUED" or event.action == "NOQUEUE":
             mid = ids.normalize_message_id(entry.get("message-id"))
             if mid:
                 return mid

@@ -55,8 +55,14 @@ def _num(value):
     return value if type(value) in (int, float) else None
 
 
+def _ref(event: MailEvent) -> str:
+    """How ZoneMTA's own log lines name a delivery: <queue id>.<seq>."""
+    return f"{event.queue_id}.{event.seq}" if event.seq else event.queue_id
+
+
 def _ms_to_ns(ms) -> int:
-    return int(ms * 1_000_000)
+    # ms timestamps arrive as float64; ms * 1e6 would lose the last digits
+    return int(round(ms * 1000)) * 1000
 
 
 class MailSignals:
@@ -100,7 +106,7 @@ class MailSignals:
                 self._emit_phases(event)
             return
         action = event.action
-        if action == "QUEUED":
+        if action == "QUEUED" or action == "NOQUEUE":
             self.corr.learn(event.queue_id, event.entry.get("message-id"))
         elif action in HOLD_ACTIONS and self.hold_ns and self.corr.message_id(event) is None:
             self._hold(event)
@@ -292,7 +298,7 @@ class MailSignals:
         dest = dom or "?"
         via = f" via {mx}" + (f"[{attrs['network.peer.address']}]" if attrs["network.peer.address"] else "") if mx else ""
         head = action if not category else f"{action}[{category}]"
-        body = f"{head} {qid}.{event.seq} to {dest}{via}"
+        body = f"{head} {_ref(event)} to {dest}{via}"
         if ip:
             body += f" from {ip}"
         if timer is not None:
@@ -312,13 +318,13 @@ class MailSignals:
             red.address("mta.recipient", e.get("recipient"), red.recipient, attrs)
             self.m_dropped.add(1, self.res, (reason,))
             self.tracker.final(qid, event.seq, "dropped", event.observed_ns)
-            return event.observed_ns, f"DROP {qid}.{event.seq} to {attrs.get('mta.recipient.domain') or '?'}: {reason}"
+            return event.observed_ns, f"DROP {_ref(event)} to {attrs.get('mta.recipient.domain') or '?'}: {reason}"
         if action == "DELETED":
             reason = e.get("reason")
             attrs["mta.delete.reason"] = reason
             self.m_deleted.add(1, self.res, (reason,))
             self.tracker.final(qid, event.seq, "deleted", event.observed_ns)
-            return event.observed_ns, f"DELETED {qid}{'.' + event.seq if event.seq else ''}: {reason}"
+            return event.observed_ns, f"DELETED {_ref(event)}: {reason}"
         if action == "QUEUE_BOUNCE":
             btype, queued = e.get("bounceType"), e.get("queued")
             attrs["mta.bounce.type"] = btype
@@ -327,7 +333,7 @@ class MailSignals:
             attrs["mta.error"] = red.text(e.get("error"))
             self.m_bounces.add(1, self.res, (btype, queued))
             what = f"queued as {e.get('bounceId')}" if queued == "yes" else f"not queued: {attrs['mta.error']}"
-            return event.observed_ns, f"QUEUE_BOUNCE {qid}.{event.seq} {btype} bounce {what}"
+            return event.observed_ns, f"QUEUE_BOUNCE {_ref(event)} {btype} bounce {what}"
         if action == "SPAMCHECK" or action == "VIRUSCHECK":
             kind = "spam" if action == "SPAMCHECK" else "virus"
             result = e.get("result")
@@ -346,7 +352,7 @@ class MailSignals:
         # an action this version has no mapping for: keep all of it, masked
         rest = {k: v for k, v in e.items() if k not in _ENTRY_KEYS}
         attrs["mta.entry"] = red.text(orjson.dumps(rest, default=str).decode()) if rest else None
-        return event.observed_ns, f"{action} {qid}"
+        return event.observed_ns, f"{action} {_ref(event)}"
 
     def _emit_phases(self, event: MailEvent, trace_id: bytes | None = None, attempt_id: bytes | None = None) -> None:
         """Child spans of a delivery attempt for the phases the plugin timed."""

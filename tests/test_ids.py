@@ -1,0 +1,38 @@
+"""The trace/span id derivation reproduces the shared, language-neutral vectors
+(spec/trace-id-vectors.json) that the Node.js plugin must reproduce too."""
+import json
+from pathlib import Path
+
+from otel_mta import ids
+
+VECTORS = json.loads((Path(__file__).parent.parent / "spec" / "trace-id-vectors.json").read_text())
+
+
+def test_trace_id_vectors():
+    assert len(VECTORS["trace_ids"]) >= 10
+    for v in VECTORS["trace_ids"]:
+        assert ids.trace_key(v["message_id"], v["queue_id"]) == v["key"]
+        got = ids.trace_id_for(v["message_id"], v["queue_id"])
+        assert (got.hex() if got else None) == v["trace_id"], v
+
+
+def test_span_id_vectors():
+    for v in VECTORS["root_span_ids"]:
+        assert ids.root_span_id(v["queue_id"]).hex() == v["span_id"]
+    for v in VECTORS["attempt_span_ids"]:
+        assert ids.attempt_span_id(v["queue_id"], v["seq"], v["action"], v["defcount"]).hex() == v["span_id"]
+    for v in VECTORS["phase_span_ids"]:
+        assert ids.phase_span_id(bytes.fromhex(v["attempt_span_id"]), v["phase"]).hex() == v["span_id"]
+
+
+def test_message_id_normalisation_keeps_local_part_case():
+    assert ids.normalize_message_id(" <AbC@Example.COM> ") == "AbC@example.com"
+    assert ids.normalize_message_id("<>") is None
+    assert ids.trace_id_for("<a@B.org>", "q1") == ids.trace_id_for("a@b.org", None)
+    assert ids.trace_id_for("<A@b.org>", None) != ids.trace_id_for("<a@b.org>", None)
+
+
+def test_ids_are_valid_otlp_ids():
+    for v in VECTORS["trace_ids"]:
+        if v["trace_id"]:
+            assert len(bytes.fromhex(v["trace_id"])) == 16 and any(bytes.fromhex(v["trace_id"]))
