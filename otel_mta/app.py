@@ -42,13 +42,16 @@ class App:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         self.exporter.start()
+        starting = ""
         try:
             for source in self.sources:
+                starting = f"{source.name} on {source.endpoint}"
                 await source.start()
             if self.health:
+                starting = f"health endpoint on {self.health.endpoint}"
                 await self.health.start()
         except OSError as err:
-            log.error("cannot start %s: %s", getattr(err, "source", "a listener"), err.strerror or err)
+            log.error("cannot start %s: %s", starting, err.strerror or err)
             await self._shutdown()
             return 1
         self._announce()

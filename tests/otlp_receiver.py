@@ -29,8 +29,22 @@ class Received:
         self.requests = {"logs": [], "traces": [], "metrics": []}
         self.lock = threading.Lock()
         self.fail_with: grpc.StatusCode | int | None = None   # answer errors while set
+        self.fail_signals: set | None = None   # only for these signals (None: all)
+        self.fail_calls: dict | None = None    # {signal: times} still to fail (None: until cleared)
         self.calls = 0
         self.delay_s = 0.0
+
+    def should_fail(self, signal: str, kind) -> bool:
+        with self.lock:
+            if not isinstance(self.fail_with, kind):
+                return False
+            if self.fail_signals is not None and signal not in self.fail_signals:
+                return False
+            if self.fail_calls is not None:
+                if self.fail_calls.get(signal, 0) <= 0:
+                    return False
+                self.fail_calls[signal] -= 1
+            return True
 
     def add(self, signal: str, request) -> None:
         emitted.record(signal, request)
@@ -118,7 +132,7 @@ def _servicer(base, signal: str, received: Received):
             received.calls += 1
             if received.delay_s:
                 time.sleep(received.delay_s)
-            if isinstance(received.fail_with, grpc.StatusCode):
+            if received.should_fail(signal, grpc.StatusCode):
                 context.abort(received.fail_with, "told to fail")
             received.add(signal, request)
             return RESPONSE[signal]()
@@ -162,7 +176,7 @@ class HttpReceiver:
                     self.send_response(400)
                     self.end_headers()
                     return
-                if isinstance(received.fail_with, int):
+                if received.should_fail(signal, int):
                     self.send_response(received.fail_with)
                     self.end_headers()
                     return

@@ -68,23 +68,26 @@ class Exporter:
             self.queue.spool.close()
 
     def _run(self) -> None:
+        leftover = []
         while True:
-            if self._stop.is_set():
-                if time.monotonic() >= self._drain_deadline:
-                    break
-                if self.queue.bytes == 0:  # memory drained; spool (if any) waits for the next start
-                    break
+            if self._stop.is_set() and (time.monotonic() >= self._drain_deadline or self.queue.bytes == 0):
+                break  # memory drained (a spool, if any, waits for the next start) or out of time
             item = self.queue.get(timeout=0.2)
             if item is None:
                 continue
-            self._deliver(*item)
-        # whatever is still in memory after the deadline is lost: count it
+            if not self._deliver(*item):
+                leftover.append(item)
+                break
+        # what is still in memory: back to the front of the spool, in order, or counted lost
         while self.queue.bytes:
-            signal, payload, count = self.queue.get(timeout=0)
-            if self.queue.spool is None or not self.queue.spool.append(signal, payload, count):
-                self.stats.fail(signal, "shutdown", count)
+            leftover.append(self.queue.get(timeout=0))
+        if leftover and self.queue.spool is not None and self.queue.spool.prepend(leftover):
+            return
+        for signal, _, count in leftover:
+            self.stats.fail(signal, "shutdown", count)
 
-    def _deliver(self, signal: str, payload: bytes, count: int) -> None:
+    def _deliver(self, signal: str, payload: bytes, count: int) -> bool:
+        """Send one request; False only when shutdown cut the retries short."""
         backoff = self.initial_backoff_s
         while True:
             self.stats.requests += 1
@@ -97,23 +100,23 @@ class Exporter:
                 if not self.healthy:
                     log.info("export to %s recovered", self.sender.endpoint)
                 self.healthy = True
-                return
+                return True
             self.stats.last_error = result.error
             if not result.retryable:
                 log.error("export of %d %s to %s failed permanently: %s", count, signal,
                           self.sender.endpoint, result.error)
                 self.stats.fail(signal, "permanent_error", count)
-                return
+                return True
             if self.healthy:
                 log.warning("export to %s failing (%s); retrying with backoff, queueing meanwhile",
                             self.sender.endpoint, result.error)
             self.healthy = False
-            if self._stop.is_set() and time.monotonic() + backoff > self._drain_deadline:
-                if self.queue.spool is not None and self.queue.spool.append(signal, payload, count):
-                    return
-                self.stats.fail(signal, "shutdown", count)
-                return
-            self.stats.retries += 1
             delay = result.retry_after or backoff * random.uniform(0.8, 1.2)
-            self._stop.wait(delay) if not self._stop.is_set() else time.sleep(min(delay, 0.2))
+            if self._stop.is_set():
+                if time.monotonic() + min(delay, 0.2) > self._drain_deadline:
+                    return False
+                time.sleep(min(delay, 0.2))
+            else:
+                self._stop.wait(delay)
+            self.stats.retries += 1
             backoff = min(backoff * 2, self.max_backoff_s)

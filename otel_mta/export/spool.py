@@ -25,16 +25,14 @@ class Spool:
         self.segment_bytes = segment_bytes
         self._lock = threading.Lock()
         self._segments = sorted(self.dir.glob("segment-*.spool"))
-        self._next = (int(self._segments[-1].stem.split("-")[1]) + 1) if self._segments else 0
+        # numbers start high so that prepend() can always go below the first
+        self._next = (int(self._segments[-1].stem.split("-")[1]) + 1) if self._segments else 10**9
         self._writer = None
         self._write_path: Path | None = None
         self._reading: list = []          # items of the segment being read
         self.size = sum(p.stat().st_size for p in self._segments)
-        self.items = self._count_items()
-        self.corrupt = 0
-
-    def _count_items(self) -> int:
-        return sum(1 for p in self._segments for _ in self._records(p))
+        self.corrupt = 0          # records lost to a torn write (a crash mid-append)
+        self.items = sum(1 for p in self._segments for _ in self._records(p, count_corrupt=False))
 
     def __len__(self) -> int:
         return self.items
@@ -52,6 +50,32 @@ class Spool:
             self._writer.flush()
             self.size += len(record)
             self.items += 1
+            return True
+
+    def prepend(self, items: list) -> bool:
+        """Put (signal, payload, count) items before everything spooled, in order.
+
+        At shutdown the exporter hands back what it could not send: the request
+        it was retrying and what waited in memory, all older than the spool.
+        The unsent rest of the segment being read goes right after them.
+        """
+        with self._lock:
+            rest = list(reversed(self._reading))
+            records = [_HEADER.pack(len(d), SIGNALS.index(sig), c) + d
+                       for sig, d, c in ((sig, zlib.compress(p, 1), c) for sig, p, c in list(items) + rest)]
+            size = sum(map(len, records))
+            if not records:
+                return True
+            if self.size + size > self.max_bytes and items:
+                return False
+            first = int(self._segments[0].stem.split("-")[1]) if self._segments else self._next
+            path = self.dir / f"segment-{first - 1:012d}.spool"
+            with open(path, "wb") as f:
+                f.write(b"".join(records))
+            self._segments.insert(0, path)
+            self._reading = []
+            self.size += size
+            self.items += len(items)
             return True
 
     def _rotate(self) -> None:
@@ -82,25 +106,25 @@ class Spool:
             self.items -= 1
             return self._reading.pop()
 
-    def _records(self, path: Path):
+    def _records(self, path: Path, count_corrupt: bool = True):
         with open(path, "rb") as f:
             data = f.read()
         pos = 0
         while pos + _HEADER.size <= len(data):
             length, code, count = _HEADER.unpack_from(data, pos)
             pos += _HEADER.size
-            if pos + length > len(data) or code >= len(SIGNALS):
-                self.corrupt += 1  # a record cut short by a crash: the rest is unreadable
-                return
             try:
+                if pos + length > len(data) or code >= len(SIGNALS):
+                    raise zlib.error("record cut short")
                 payload = zlib.decompress(data[pos:pos + length])
-            except zlib.error:
-                self.corrupt += 1
+            except zlib.error:  # a record torn by a crash: the rest of the segment is unreadable
+                self.corrupt += count_corrupt
                 return
             pos += length
             yield SIGNALS[code], payload, count
 
     def close(self) -> None:
+        self.prepend([])  # keep the unsent rest of the segment being read
         with self._lock:
             if self._writer is not None:
                 self._writer.close()

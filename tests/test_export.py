@@ -1,0 +1,140 @@
+"""Export reliability: retries while the collector is down, bounded queues with
+counted overflow, and the on-disk spool that survives an outage and a restart."""
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from otel_mta.export.exporter import Exporter
+from otel_mta.export.queue import ExportQueue
+from otel_mta.export.senders import GrpcSender, HttpSender
+from otel_mta.export.spool import Spool
+from otel_mta.signals import logs as L, wire
+from tests.conftest import free_port
+from tests.otlp_receiver import GrpcReceiver, HttpReceiver
+
+RES = wire.resource({"service.name": "test"})
+SCOPE = wire.scope("t", "1")
+
+
+def request(n: int, records: int = 1, pad: int = 0) -> bytes:
+    recs = [L.encode_log(1, 1, L.INFO, f"{n}:{i}" + "x" * pad, []) for i in range(records)]
+    return wire.request([(RES, SCOPE, recs)])
+
+
+def bodies(rx) -> list[str]:
+    return [r.body.string_value.split("x")[0] for _, r in rx.log_records()]
+
+
+@pytest.mark.parametrize("kind", ["grpc", "http"])
+def test_retries_until_the_collector_comes_back_in_order(kind):
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    sender = GrpcSender(endpoint, {}, 2.0) if kind == "grpc" else HttpSender(endpoint, {}, 2.0)
+    exp = Exporter(sender, ExportQueue(1 << 20), initial_backoff_s=0.05, max_backoff_s=0.2)
+    exp.start()
+    for n in range(5):
+        exp.submit("logs", request(n), 1)
+    time.sleep(1.0)
+    assert exp.healthy is False and exp.stats.retries > 0
+    rx = GrpcReceiver(port) if kind == "grpc" else HttpReceiver(port)
+    try:
+        rx.received.wait_for(lambda r: len(r.log_records()) == 5, what="5 requests after recovery")
+        assert bodies(rx.received) == ["0:0", "1:0", "2:0", "3:0", "4:0"]
+        assert exp.stats.sent["logs"] == 5 and not exp.stats.failed
+    finally:
+        exp.stop(2)
+        rx.stop()
+
+
+def test_http_headers_and_gzip_reach_the_collector(http_receiver):
+    seen = {}
+    orig = http_receiver.httpd.RequestHandlerClass.do_POST
+
+    def spy(handler):
+        seen.update(handler.headers)
+        return orig(handler)
+
+    http_receiver.httpd.RequestHandlerClass.do_POST = spy
+    sender = HttpSender(http_receiver.endpoint, {"api-key": "k1"}, 2.0, compression="gzip")
+    assert sender.send("logs", request(1)).ok
+    assert seen["api-key"] == "k1" and seen["Content-Encoding"] == "gzip"
+    assert bodies(http_receiver.received) == ["1:0"]
+
+
+def test_permanent_errors_are_not_retried_and_are_counted(http_receiver):
+    http_receiver.received.fail_with = 400
+    exp = Exporter(HttpSender(http_receiver.endpoint, {}, 2.0), ExportQueue(1 << 20), 0.05, 0.1)
+    exp.start()
+    exp.submit("logs", request(1, records=3), 3)
+    time.sleep(0.5)
+    exp.stop(1)
+    assert exp.stats.failed == {("logs", "permanent_error"): 3}
+    assert http_receiver.received.calls == 1
+
+
+def test_memory_queue_is_bounded_and_overflow_is_counted():
+    exp = Exporter(GrpcSender(f"http://127.0.0.1:{free_port()}", {}, 0.5), ExportQueue(4000), 0.05, 0.1)
+    exp.start()
+    for n in range(30):
+        exp.submit("logs", request(n, pad=400), 1)
+    assert exp.queue.bytes <= 4000
+    assert exp.stats.failed[("logs", "queue_full")] >= 20
+    exp.stop(0.5)
+
+
+def test_spool_keeps_everything_in_order_across_an_outage_and_a_restart(tmp_path):
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    spool_dir = tmp_path / "spool"
+    # run 1: collector down the whole time; a tiny memory queue so most goes to disk
+    exp = Exporter(GrpcSender(endpoint, {}, 0.5), ExportQueue(3000, Spool(spool_dir, 10 << 20)), 0.05, 0.1)
+    exp.start()
+    for n in range(60):
+        exp.submit("logs", request(n, records=2, pad=300), 2)
+    time.sleep(0.3)
+    exp.stop(0.5)
+    assert not exp.stats.failed and exp.stats.sent["logs"] == 0
+    assert len(list(spool_dir.glob("*.spool"))) >= 1
+    # run 2: a new process finds the spool and replays it once the collector is up
+    rx = GrpcReceiver(port)
+    try:
+        exp2 = Exporter(GrpcSender(endpoint, {}, 2.0), ExportQueue(3000, Spool(spool_dir, 10 << 20)), 0.05, 0.1)
+        exp2.start()
+        exp2.submit("logs", request(60, records=2), 2)
+        rx.received.wait_for(lambda r: len(r.log_records()) == 122, what="all 61 requests")
+        exp2.stop(2)
+        expected = [f"{n}:{i}" for n in range(61) for i in range(2)]
+        assert bodies(rx.received) == expected
+        assert not list(spool_dir.glob("*.spool"))
+    finally:
+        rx.stop()
+
+
+def test_spool_is_bounded_and_overflow_is_counted(tmp_path):
+    exp = Exporter(GrpcSender(f"http://127.0.0.1:{free_port()}", {}, 0.5),
+                   ExportQueue(1000, Spool(tmp_path, max_bytes=3000)), 0.05, 0.1)
+    exp.start()
+    import os
+    for n in range(40):
+        exp.submit("logs", wire.request([(RES, SCOPE, [L.encode_log(1, 1, L.INFO, os.urandom(300).hex(), [])])]), 1)
+    assert exp.queue.spool.size <= 3000
+    assert exp.stats.failed[("logs", "queue_full")] > 0
+    exp.stop(0.3)
+
+
+def test_a_crash_mid_write_loses_only_the_torn_record(tmp_path):
+    spool = Spool(tmp_path, 1 << 20)
+    for n in range(5):
+        spool.append("logs", request(n), 1)
+    spool.close()
+    seg = next(tmp_path.glob("*.spool"))
+    seg.write_bytes(seg.read_bytes()[:-7])  # the last record torn by a crash
+    again = Spool(tmp_path, 1 << 20)
+    got = []
+    while (item := again.pop()) is not None:
+        got.append(item[1])
+    assert got == [request(n) for n in range(4)]
+    assert again.corrupt == 1
