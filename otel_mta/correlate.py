@@ -43,9 +43,28 @@ class BoundedMap:
 class Correlator:
     def __init__(self, index_size: int = 100_000):
         self.index = BoundedMap(index_size)   # queue id -> normalised Message-ID
+        self._traces = BoundedMap(4096)       # trace key -> trace id (a message has several entries)
+        self._mids = BoundedMap(4096)         # raw Message-ID -> normalised (same reason)
+        self._roots = BoundedMap(4096)        # queue id -> root span id
+
+    def normalize(self, raw) -> str | None:
+        if type(raw) is not str:
+            return None
+        mid = self._mids.get(raw, False)
+        if mid is False:
+            mid = ids.normalize_message_id(raw)
+            self._mids.put(raw, mid)
+        return mid
+
+    def root_span_id(self, queue_id: str) -> bytes:
+        span = self._roots.get(queue_id)
+        if span is None:
+            span = ids.root_span_id(queue_id)
+            self._roots.put(queue_id, span)
+        return span
 
     def learn(self, queue_id: str | None, message_id: str | None) -> None:
-        mid = ids.normalize_message_id(message_id)
+        mid = self.normalize(message_id)
         if queue_id and mid:
             self.index.put(queue_id, mid)
 
@@ -53,7 +72,7 @@ class Correlator:
         """The normalised Message-ID of the event's message, if known."""
         entry = event.entry
         if event.action == "QUEUED" or event.action == "NOQUEUE":
-            mid = ids.normalize_message_id(entry.get("message-id"))
+            mid = self.normalize(entry.get("message-id"))
             if mid:
                 return mid
         else:
@@ -61,17 +80,23 @@ class Correlator:
             # (sender.js), so it is the queue id when ZoneMTA had no Message-ID
             value = entry.get("messageId")
             if type(value) is str and value != event.queue_id:
-                mid = ids.normalize_message_id(value)
+                mid = self.normalize(value)
                 if mid:
                     return mid
         return self.index.get(event.queue_id)
 
-    def trace_id(self, event: MailEvent) -> tuple[bytes | None, bool]:
-        """(trace id, resolved by Message-ID?)"""
+    def resolve(self, event: MailEvent) -> tuple[bytes | None, str | None]:
+        """(trace id, normalised Message-ID or None when traced by queue id)."""
         mid = self.message_id(event)
-        if mid is not None:
-            return ids.trace_id_for(mid, None), True
-        return ids.trace_id_for(None, event.queue_id), False
+        key = ("mid:" + mid) if mid is not None else ("qid:" + event.queue_id.strip())
+        trace = self._traces.get(key)
+        if trace is None:
+            trace = ids.trace_id_for(mid, None) if mid is not None else ids.trace_id_for(None, event.queue_id)
+            self._traces.put(key, trace)
+        return trace, mid
+
+    def trace_id(self, event: MailEvent) -> bytes | None:
+        return self.resolve(event)[0]
 
 
 class Deduplicator:

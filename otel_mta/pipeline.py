@@ -64,7 +64,6 @@ class Pipeline:
         self._accepted = self.metrics.counter("otelmta_receiver_accepted_records")
         self._refused = self.metrics.counter("otelmta_receiver_refused_records")
         self._dropped = self.metrics.counter("otelmta_receiver_dropped_records")
-        self.log_attributes = L.attributes
 
     # self-telemetry, for sources
     def accepted(self, receiver: str, transport: str, n: int = 1) -> None:
@@ -80,7 +79,7 @@ class Pipeline:
         """A log line from another producer (GELF): encode and batch it."""
         res = self.resources.producer(line.service, line.host)
         record = L.encode_log(line.time_ns, line.observed_ns, line.severity_number, line.body,
-                              L.attributes.encode(line.attributes, cached_keys), line.trace_id,
+                              L.encode_attrs(L.TAG, line.attributes, cached_keys), line.trace_id,
                               line.span_id, line.event_name, line.severity_text)
         self.logs.add(res, record)
 

@@ -20,7 +20,7 @@ SCOPE = wire.scope("t", "1")
 
 
 def request(n: int, records: int = 1, pad: int = 0) -> bytes:
-    recs = [L.encode_log(1, 1, L.INFO, f"{n}:{i}" + "x" * pad, []) for i in range(records)]
+    recs = [L.encode_log(1, 1, L.INFO, f"{n}:{i}" + "x" * pad, b"") for i in range(records)]
     return wire.request([(RES, SCOPE, recs)])
 
 
@@ -119,7 +119,7 @@ def test_spool_is_bounded_and_overflow_is_counted(tmp_path):
     exp.start()
     import os
     for n in range(40):
-        exp.submit("logs", wire.request([(RES, SCOPE, [L.encode_log(1, 1, L.INFO, os.urandom(300).hex(), [])])]), 1)
+        exp.submit("logs", wire.request([(RES, SCOPE, [L.encode_log(1, 1, L.INFO, os.urandom(300).hex(), b"")])]), 1)
     assert exp.queue.spool.size <= 3000
     assert exp.stats.failed[("logs", "queue_full")] > 0
     exp.stop(0.3)

@@ -59,12 +59,12 @@ def test_every_real_zonemta_entry_decodes_exactly(real_entries, dec):
 
 
 def test_encoder_dialect_is_what_we_claim(real_entries):
-    """msgpack-js writes undefined as 0xc4 and millisecond timestamps as float64;
-    a modern msgpack decoder misreads such datagrams."""
-    entry, data = next((e, d) for e, d in real_entries if e["action"] == "ACCEPTED")
+    """msgpack-js writes undefined as 0xc4 and integers beyond 32 bits (a
+    millisecond timestamp) as float64; a modern msgpack decoder misreads them."""
+    entry, data = next((e, d) for e, d in real_entries if e["action"] == "DEFERRED")
     assert b"\xa7httpUrl\xc4" in data
-    assert b"\xa5start\xcb" in data
-    assert decode(data)["start"] == float(entry["start"])
+    assert b"\xabnextattempt\xcb" in data
+    assert decode(data)["nextattempt"] == float(entry["nextattempt"])
     msgpack = pytest.importorskip("msgpack")
     try:
         modern = msgpack.unpackb(data, raw=False)

@@ -11,8 +11,7 @@ VALUES = {"s": "x" * 20000 + "é", "empty": "", "t": True, "f": False, "i": 2**6
 
 
 def test_log_record_fields():
-    enc = wire.AttributeEncoder(wire.LOG_ATTR)
-    rec = L.encode_log(123, 456, L.WARN, "body ü", enc.encode(VALUES, frozenset({"t", "neg"})),
+    rec = L.encode_log(123, 456, L.WARN, "body ü", wire.encode_attrs(wire.LOG_ATTRS, VALUES),
                        b"\x01" * 16, b"\x02" * 8, "zonemta.deferred")
     req = ExportLogsServiceRequest.FromString(wire.request([(wire.resource({"service.name": "z", "n": 1}),
                                                              wire.scope("otel-mta", "9"), [rec, rec])]))
@@ -24,21 +23,27 @@ def test_log_record_fields():
     assert r.body.string_value == "body ü" and r.event_name == "zonemta.deferred"
     assert r.trace_id == b"\x01" * 16 and r.span_id == b"\x02" * 8
     assert attrs(r.attributes) == {**VALUES}
-    # cached and uncached encodings are the same bytes
-    assert enc.encode({"neg": -42}, frozenset({"neg"})) == enc.encode({"neg": -42})
+
+
+def test_c_and_python_attribute_encoders_agree():
+    assert wire.HAVE_C  # CI builds it
+    values = {**VALUES, "none": None, "big": 2**70, "lone_surrogate": "a\ud800b", "nested": [[1, {"a": [2.5]}]],
+              "other": object.__name__}
+    for cached in (frozenset(), frozenset(values)):
+        assert wire.encode_attrs(wire.SPAN_ATTRS, values) == wire.encode_attrs_py(wire.SPAN_ATTRS, values, cached)
+    assert wire.encode_attrs(wire.LOG_ATTRS, {}) == b""
 
 
 def test_severity_numbers_between_ranges_get_their_range_name():
-    rec = L.encode_log(1, 1, 11, "x", [])
+    rec = L.encode_log(1, 1, 11, "x", b"")
     req = ExportLogsServiceRequest.FromString(wire.request([(b"", wire.scope("s", "1"), [rec])]))
     r = req.resource_logs[0].scope_logs[0].log_records[0]
     assert (r.severity_number, r.severity_text) == (11, "INFO")
 
 
 def test_span_fields():
-    enc = wire.AttributeEncoder(wire.SPAN_ATTR)
     span = T.encode_span(b"\x0a" * 16, b"\x0b" * 8, b"\x0c" * 8, "delivery", T.SPAN_KIND_CLIENT, 10, 5,
-                         enc.encode({"server.address": "mx"}), T.STATUS_ERROR, "550 no",
+                         wire.encode_attrs(wire.SPAN_ATTRS, {"server.address": "mx"}), T.STATUS_ERROR, "550 no",
                          events=[(7, "tls", {"v": "1.3"})])
     req = ExportTraceServiceRequest.FromString(wire.request([(b"", wire.scope("s", "1"), [span])]))
     s = req.resource_spans[0].scope_spans[0].spans[0]

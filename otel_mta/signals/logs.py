@@ -9,14 +9,15 @@ SEVERITY_TEXT = {TRACE: "TRACE", DEBUG: "DEBUG", INFO: "INFO", WARN: "WARN", ERR
 _SEVERITY_FIELDS = {n: wire.LOG_SEVERITY_NUMBER + wire.varint(n) + wire.ld(wire.LOG_SEVERITY_TEXT, t.encode())
                     for n, t in SEVERITY_TEXT.items()}
 
-attributes = wire.AttributeEncoder(wire.LOG_ATTR)
+encode_attrs = wire.encode_attrs
+TAG = wire.LOG_ATTRS
 
 
 def encode_log(time_ns: int, observed_ns: int, severity: int, body: str,
-               attr_fields: list[bytes], trace_id: bytes | None = None,
+               attrs: bytes, trace_id: bytes | None = None,
                span_id: bytes | None = None, event_name: str | None = None,
                severity_text: str | None = None) -> bytes:
-    """A LogRecord message. `attr_fields` come from `attributes.encode(...)`.
+    """A LogRecord message. `attrs` is `encode_attrs(TAG, {...})`.
 
     `severity` is an OpenTelemetry severity number (1-24); the text defaults to
     the name of its range (INFO for 9, ...).
@@ -30,7 +31,7 @@ def encode_log(time_ns: int, observed_ns: int, severity: int, body: str,
             sev += wire.ld(wire.LOG_SEVERITY_TEXT, text.encode())
     parts.append(sev)
     parts.append(wire.ld(wire.LOG_BODY, wire.ld(wire.ANY_STRING, body.encode("utf-8", "replace"))))
-    parts.extend(attr_fields)
+    parts.append(attrs)
     if trace_id:
         parts.append(wire.LOG_TRACE_ID + b"\x10" + trace_id)
         if span_id:

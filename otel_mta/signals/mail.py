@@ -37,6 +37,8 @@ SEVERITY = {
 }
 # logged while the message is still being received, before its QUEUED entry
 HOLD_ACTIONS = frozenset({"SPAMCHECK", "VIRUSCHECK"})
+ENC = L.encode_attrs
+LOG, SPAN = L.TAG, T.TAG
 _SMTP_REPLY = re.compile(r"^\s*(\d{3})(?:[ -]+(\d\.\d{1,3}\.\d{1,3})\b)?")
 # low-cardinality attribute keys whose encoded form is worth caching
 _CACHED = frozenset({
@@ -61,7 +63,7 @@ def _ref(event: MailEvent) -> str:
 
 
 def _ms_to_ns(ms) -> int:
-    # ms timestamps arrive as float64; ms * 1e6 would lose the last digits
+    # ms values may arrive as float64; ms * 1e6 would lose the last digits of a timestamp
     return int(round(ms * 1000)) * 1000
 
 
@@ -146,22 +148,24 @@ class MailSignals:
 
     # -- mapping ---------------------------------------------------------
     def _emit(self, event: MailEvent) -> None:
-        trace_id, resolved = self.corr.trace_id(event)
-        if not resolved:
+        trace_id, mid = self.corr.resolve(event)
+        if mid is None:
             self.m_unresolved.add(1, self._own, (event.channel,))
         action = event.action
         entry = event.entry
-        attrs = {"mta.action": action, "mta.queue_id": event.queue_id, "mta.delivery.seq": event.seq}
+        attrs = {"mta.queue_id": event.queue_id, "mta.delivery.seq": event.seq, "mta.message_id": mid}
         outcome = OUTCOME.get(action)
         span_id = None
         if outcome is not None:
-            time_ns, span_id, body = self._delivery(event, trace_id, outcome, attrs)
-        elif action == "QUEUED" or action == "NOQUEUE":
-            time_ns, body = self._queued(event, trace_id, attrs)
-            if action == "QUEUED":
-                span_id = ids.root_span_id(event.queue_id)
+            time_ns, span_id, body, encoded = self._delivery(event, trace_id, outcome, attrs)
         else:
-            time_ns, body = self._other(event, attrs)
+            if action == "QUEUED" or action == "NOQUEUE":
+                time_ns, body = self._queued(event, trace_id, attrs)
+                if action == "QUEUED":
+                    span_id = self.corr.root_span_id(event.queue_id)
+            else:
+                time_ns, body = self._other(event, attrs)
+            encoded = ENC(LOG, attrs, _CACHED)
         severity = SEVERITY.get(action, L.INFO)
         if action == "QUEUE_BOUNCE" and entry.get("queued") == "no":
             severity = L.ERROR
@@ -170,14 +174,12 @@ class MailSignals:
         elif action == "SPAMCHECK" and "reject" in str(entry.get("result", "")):
             severity = L.WARN
         record = L.encode_log(time_ns, event.observed_ns, severity, body,
-                              L.attributes.encode(attrs, _CACHED), trace_id, span_id,
+                              ENC(LOG, {"mta.action": action}, _CACHED) + encoded, trace_id, span_id,
                               "zonemta." + action.lower())
         self.logs.add(self.res, record)
 
     def _queued(self, event: MailEvent, trace_id, attrs: dict):
         e, red = event.entry, self.red
-        mid = ids.normalize_message_id(e.get("message-id"))
-        attrs["mta.message_id"] = mid
         iface = e.get("interface")
         attrs["mta.interface"] = iface
         red.address("mta.sender", e.get("from"), red.sender, attrs)
@@ -218,13 +220,17 @@ class MailSignals:
         return now, body
 
     def _delivery(self, event: MailEvent, trace_id, outcome: str, attrs: dict):
+        """A delivery attempt: log body, span, metrics. Attributes shared by the
+        log record and the span are encoded once."""
         e, red = event.entry, self.red
         action, qid = event.action, event.queue_id
         zone = e.get("zone")
         mx = e.get("mx") or None
         ip = e.get("ip") or None
+        peer = e.get("host") or None
         category = e.get("category") or None
         response = red.text(e.get("response")) or None
+        protocol = e.get("protocol")
         attrs["mta.zone"] = zone
         attrs["mta.delivery.outcome"] = outcome
         red.address("mta.recipient", e.get("to"), red.recipient, attrs)
@@ -232,7 +238,7 @@ class MailSignals:
         red.address("mta.return_path", e.get("returnPath"), red.sender, attrs)
         attrs["mta.mx.host"] = mx
         attrs["server.address"] = mx
-        attrs["network.peer.address"] = e.get("host") or None
+        attrs["network.peer.address"] = peer
         attrs["mta.sending_ip"] = ip
         attrs["mta.bounce.category"] = category
         attrs["mta.smtp.response"] = response
@@ -243,60 +249,58 @@ class MailSignals:
                 attrs["mta.smtp.enhanced_status"] = m.group(2)
         size = _num(e.get("size"))
         attrs["mta.message.size"] = int(size) if size is not None else None
-        timer = _num(e.get("timer"))
-        start = _num(e.get("start"))
-        msgid = e.get("messageId")
-        if type(msgid) is str and msgid != qid:
-            attrs["mta.message_id"] = ids.normalize_message_id(msgid)
-        attrs["mta.protocol"] = e.get("protocol")
+        attrs["mta.protocol"] = protocol
         if e.get("tlsVersion"):
             attrs["mta.tls.version"] = e.get("tlsVersion")
             attrs["mta.tls.cipher"] = e.get("tlsCipher") or None
             attrs["mta.tls.authorized"] = e.get("tlsAuthorized") is True
             attrs["mta.tls.authorization_error"] = e.get("tlsAuthorizationError") or None
-        defcount = event.defcount
+        defcount = event.defcount if action == "DEFERRED" else 0
         if action == "DEFERRED":
             attrs["mta.defer.count"] = defcount
-        span_attrs = dict(attrs)
-        # the transaction's end: start + timer when ZoneMTA measured it
-        if start is not None:
-            start_ns = _ms_to_ns(start)
-            end_ns = start_ns + _ms_to_ns(timer or 0)
-        else:
-            start_ns = end_ns = event.observed_ns
+        # ZoneMTA sends the entry as the attempt ends. `timer` is the attempt's
+        # length in ms (from fetching the message to the end of DATA) and `start`
+        # the ms from then until the first byte went to the MX (lib/byte-counter.js);
+        # neither is a wall-clock time, and both are false/undefined when the
+        # attempt failed before sending.
+        timer = _num(e.get("timer"))
+        first_byte = _num(e.get("start"))
+        end_ns = event.observed_ns
+        start_ns = end_ns - _ms_to_ns(timer) if timer is not None else end_ns
         # metrics
         dom = attrs.get("mta.recipient.domain")
         self.m_attempts.add(1, self.res, (zone, outcome, ip, category, self.top_domain(dom)))
         if timer is not None:
             self.m_duration.record(timer / 1000.0, self.res, (zone, outcome))
         # span
-        span_id = ids.attempt_span_id(qid, event.seq or "", action, defcount if action == "DEFERRED" else 0)
-        span_attrs.pop("mta.action", None)
-        span_attrs["server.port"] = 25 if mx else None
-        span_attrs["network.local.address"] = ip
-        span_attrs["network.protocol.name"] = e.get("protocol")
+        span_id = ids.attempt_span_id(qid, event.seq or "", action, defcount)
         status, status_msg = 0, None
         if action == "REJECTED":
             status, status_msg = T.STATUS_ERROR, response
-            span_attrs["error.type"] = category or "rejected"
         if trace_id:
-            record = T.encode_span(trace_id, span_id, ids.root_span_id(qid), "delivery", T.SPAN_KIND_CLIENT,
-                                   start_ns, end_ns, T.attributes.encode(span_attrs, _CACHED),
-                                   status, status_msg)
+            extra = {"server.port": 25 if mx else None, "network.local.address": ip,
+                     "network.protocol.name": protocol, "error.type": (category or "rejected") if status else None}
+            events = None
+            if first_byte is not None and timer is not None:
+                events = [(start_ns + _ms_to_ns(first_byte), "message data started", {})]
+            record = T.encode_span(trace_id, span_id, self.corr.root_span_id(qid), "delivery", T.SPAN_KIND_CLIENT,
+                                   start_ns, end_ns, ENC(SPAN, attrs, _CACHED) + ENC(SPAN, extra, _CACHED),
+                                   status, status_msg, events)
             self.spans.add(self.res, record)
             if event.phases:
                 self._emit_phases(event, trace_id, span_id)
-        if action != "DEFERRED":
-            self.tracker.final(qid, event.seq, outcome, end_ns)
-        else:
+        log_only = {"mta.delivery.duration_ms": int(timer) if timer is not None else None}
+        if action == "DEFERRED":
             self.tracker.deferred(qid, end_ns)
             nxt = _num(e.get("nextattempt"))
             if nxt is not None:
-                attrs["mta.defer.next_attempt"] = datetime.fromtimestamp(nxt / 1000, timezone.utc).isoformat(timespec="seconds")
-        attrs["mta.delivery.duration_ms"] = int(timer) if timer is not None else None
+                log_only["mta.defer.next_attempt"] = datetime.fromtimestamp(nxt / 1000, timezone.utc).isoformat(
+                    timespec="seconds")
+        else:
+            self.tracker.final(qid, event.seq, outcome, end_ns)
         # log body: a line an operator can read
         dest = dom or "?"
-        via = f" via {mx}" + (f"[{attrs['network.peer.address']}]" if attrs["network.peer.address"] else "") if mx else ""
+        via = (f" via {mx}" + (f"[{peer}]" if peer else "")) if mx else ""
         head = action if not category else f"{action}[{category}]"
         body = f"{head} {_ref(event)} to {dest}{via}"
         if ip:
@@ -307,7 +311,7 @@ class MailSignals:
             body += f" (deferral {defcount})"
         if response:
             body += f": {response}"
-        return end_ns, span_id, body
+        return end_ns, span_id, body, ENC(LOG, attrs, _CACHED) + ENC(LOG, log_only)
 
     def _other(self, event: MailEvent, attrs: dict):
         e, red, action = event.entry, self.red, event.action
@@ -357,7 +361,7 @@ class MailSignals:
     def _emit_phases(self, event: MailEvent, trace_id: bytes | None = None, attempt_id: bytes | None = None) -> None:
         """Child spans of a delivery attempt for the phases the plugin timed."""
         if trace_id is None:
-            trace_id, _ = self.corr.trace_id(event)
+            trace_id = self.corr.trace_id(event)
         if attempt_id is None:
             d = event.defcount if event.action == "DEFERRED" else 0
             attempt_id = ids.attempt_span_id(event.queue_id, event.seq or "", event.action, d)
@@ -367,5 +371,5 @@ class MailSignals:
             status = T.STATUS_ERROR if phase.error else 0
             record = T.encode_span(trace_id, ids.phase_span_id(attempt_id, phase.name), attempt_id,
                                    phase.name, T.SPAN_KIND_INTERNAL, phase.start_ns, phase.end_ns,
-                                   T.attributes.encode(attrs, _CACHED), status, phase.error)
+                                   ENC(SPAN, attrs, _CACHED), status, phase.error)
             self.spans.add(self.res, record)

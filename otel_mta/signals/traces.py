@@ -4,15 +4,15 @@ from __future__ import annotations
 from otel_mta.signals import wire
 from otel_mta.signals.wire import SPAN_KIND_CLIENT, SPAN_KIND_INTERNAL, SPAN_KIND_SERVER, STATUS_ERROR, STATUS_OK  # noqa: F401
 
-attributes = wire.AttributeEncoder(wire.SPAN_ATTR)
-_event_attributes = wire.AttributeEncoder(wire.EVENT_ATTR)
+encode_attrs = wire.encode_attrs
+TAG = wire.SPAN_ATTRS
 _KIND = {k: wire.SPAN_KIND + bytes([k]) for k in (1, 2, 3, 4, 5)}
 # W3C trace flags: sampled (we never sample at the source; tail sampling decides)
 _FLAGS = wire.SPAN_FLAGS + b"\x01\x00\x00\x00"
 
 
 def encode_span(trace_id: bytes, span_id: bytes, parent_id: bytes | None, name: str, kind: int,
-                start_ns: int, end_ns: int, attr_fields: list[bytes],
+                start_ns: int, end_ns: int, attrs: bytes,
                 status: int = 0, status_message: str | None = None,
                 events: list[tuple[int, str, dict]] | None = None) -> bytes:
     parts = [wire.SPAN_TRACE_ID + b"\x10" + trace_id, wire.SPAN_ID + b"\x08" + span_id]
@@ -22,10 +22,10 @@ def encode_span(trace_id: bytes, span_id: bytes, parent_id: bytes | None, name: 
     parts.append(_KIND[kind])
     parts.append(wire.fixed64(wire.SPAN_START, start_ns))
     parts.append(wire.fixed64(wire.SPAN_END, max(end_ns, start_ns)))
-    parts.extend(attr_fields)
+    parts.append(attrs)
     for time_ns, ev_name, ev_attrs in events or ():
         body = wire.fixed64(wire.EVENT_TIME, time_ns) + wire.ld(wire.EVENT_NAME, ev_name.encode())
-        body += b"".join(_event_attributes.encode(ev_attrs))
+        body += encode_attrs(wire.EVENT_ATTRS, ev_attrs)
         parts.append(wire.ld(wire.SPAN_EVENT, body))
     if status:
         st = wire.STATUS_CODE + bytes([status])

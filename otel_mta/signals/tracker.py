@@ -85,6 +85,6 @@ class MessageTracker:
         attrs["mta.message.state"] = state
         record = T.encode_span(root.trace_id, ids.root_span_id(queue_id), None, "message",
                                T.SPAN_KIND_SERVER, root.start_ns, max(end_ns, root.start_ns),
-                               T.attributes.encode(attrs), T.STATUS_ERROR if error else 0,
+                               T.encode_attrs(T.TAG, attrs), T.STATUS_ERROR if error else 0,
                                "one or more recipients rejected" if error else None)
         self._spans.add(self._res, record)

@@ -80,7 +80,9 @@ def any_value(value) -> bytes:
     if t is bool:
         return ANY_BOOL + (b"\x01" if value else b"\x00")
     if t is int:
-        return ANY_INT + varint(value)
+        if -(1 << 63) <= value < (1 << 63):
+            return ANY_INT + varint(value)
+        return ld(ANY_STRING, str(value).encode())  # beyond int64: keep the digits
     if t is float:
         return double(ANY_DOUBLE, value)
     if t in (list, tuple):
@@ -97,40 +99,80 @@ def key_value(key: str, value) -> bytes:
     return ld(KV_KEY, key.encode("utf-8")) + ld(KV_VALUE, any_value(value))
 
 
-class AttributeEncoder:
-    """Encodes attributes as repeated KeyValue fields under one tag.
+class Attributes:
+    """Encodes attribute dicts as KeyValue messages, each with its length in front.
 
-    Most attribute values repeat (zone, sending IP, MX host, outcome), so the
-    finished bytes of each (key, value) pair are cached; the cache is cleared
-    when it grows past `cache_size` so unbounded values cannot grow it.
+    The result does not depend on the field the attributes go into, so one
+    encoding serves a log record and a span alike (`field()` adds the tag).
+    Most values repeat (zone, sending IP, MX host, outcome): the finished bytes
+    of pairs whose key is in `cached_keys` are kept, and the cache is cleared
+    when it passes `cache_size`, so unbounded values cannot grow it.
     """
 
-    __slots__ = ("tag", "_cache", "_cache_size")
+    __slots__ = ("_cache", "_cache_size", "_keys")
 
-    def __init__(self, tag: bytes, cache_size: int = 20000):
-        self.tag = tag
+    def __init__(self, cache_size: int = 50_000):
         self._cache: dict = {}
         self._cache_size = cache_size
+        self._keys: dict = {}   # key -> its encoded KeyValue.key field
+
+    def _pair(self, key: str, value) -> bytes:
+        kf = self._keys.get(key)
+        if kf is None:
+            kf = self._keys[key] = ld(KV_KEY, key.encode("utf-8"))
+        if type(value) is str:
+            raw = value.encode("utf-8", "replace")
+            n = len(raw)
+            av = ANY_STRING + (_SMALL[n] if n < 16384 else varint(n)) + raw
+        else:
+            av = any_value(value)
+        n = len(av)
+        body = kf + KV_VALUE + (_SMALL[n] if n < 16384 else varint(n)) + av
+        n = len(body)
+        return (_SMALL[n] if n < 16384 else varint(n)) + body
 
     def encode(self, attrs: dict, cached_keys: frozenset = frozenset()) -> list[bytes]:
-        """Encoded fields for `attrs`; pairs whose key is in `cached_keys` are cached."""
         out = []
-        tag = self.tag
         cache = self._cache
+        pair = self._pair
         for key, value in attrs.items():
             if value is None:
                 continue
             if key in cached_keys and type(value) is not list:
                 ck = (key, value)
-                field = cache.get(ck)
-                if field is None:
+                enc = cache.get(ck)
+                if enc is None:
                     if len(cache) >= self._cache_size:
                         cache.clear()
-                    field = cache[ck] = ld(tag, key_value(key, value))
-                out.append(field)
+                    enc = cache[ck] = pair(key, value)
+                out.append(enc)
             else:
-                out.append(ld(tag, key_value(key, value)))
+                out.append(pair(key, value))
         return out
+
+
+ATTRIBUTES = Attributes()  # shared by logs and spans: one cache, one encoding
+
+
+def field(tag: bytes, encoded: list[bytes]) -> bytes:
+    """Encoded attributes (from Attributes.encode) as repeated fields under `tag`."""
+    return tag + tag.join(encoded) if encoded else b""
+
+
+# One-byte field tags, as ints, for encode_attrs
+LOG_ATTRS, SPAN_ATTRS, EVENT_ATTRS = LOG_ATTR[0], SPAN_ATTR[0], EVENT_ATTR[0]
+
+
+def encode_attrs_py(tag: int, attrs: dict, cached_keys: frozenset = frozenset()) -> bytes:
+    """Every non-None attribute of `attrs` as a KeyValue field under `tag`."""
+    return field(bytes((tag,)), ATTRIBUTES.encode(attrs, cached_keys))
+
+
+try:  # the C twin (signals/_wire.c), built by `pip install` when a compiler is present
+    from otel_mta.signals._wire import encode_attrs
+except ImportError:  # pragma: no cover - exercised where no compiler exists
+    encode_attrs = encode_attrs_py
+HAVE_C = encode_attrs is not encode_attrs_py
 
 
 def resource(attrs: dict) -> bytes:

@@ -1,0 +1,47 @@
+# otel-mta — every step a newcomer or CI needs. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help setup run demo test test-python test-plugin docs bench fuzz clean
+
+help:  ## show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(STAMP): pyproject.toml otel_mta/sources/_msgpack_js.c
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+tests/fixtures/msgpack_js/node_modules: tests/fixtures/msgpack_js/package-lock.json
+	cd tests/fixtures/msgpack_js && npm ci --no-audit --no-fund --silent
+	touch $@
+
+setup: $(STAMP) tests/fixtures/msgpack_js/node_modules  ## create .venv, build the C decoder, install test tools
+
+run: setup  ## run the sidecar on its embedded default: OTLP JSON files under ./otel-mta-data/otlp
+	OTEL_METRIC_EXPORT_INTERVAL=$${OTEL_METRIC_EXPORT_INTERVAL:-10000} $(VENV)/bin/otel-mta run
+
+demo: setup  ## send realistic ZoneMTA remote-log traffic to a running sidecar (make run in another terminal)
+	$(PY) tools/replay.py --rate 50 --messages 200
+
+test: setup test-python  ## set up and run every test
+	@echo "all tests passed"
+
+test-python: setup
+	$(PY) -m pytest -q
+
+docs: setup  ## regenerate docs/metrics.md from the catalog
+	$(PY) -m otel_mta.docs
+
+bench: setup  ## throughput per CPU-second, loss, RSS and latency against the OTel SDK baseline
+	$(PY) bench/remote_log.py
+
+fuzz: setup  ## one million hostile inputs through the decoders (C and Python must agree, no crash)
+	$(PY) bench/fuzz_decoders.py --inputs 1000000
+
+clean:
+	rm -rf $(VENV) build *.egg-info otel_mta/sources/*.so .pytest_cache otel-mta-data
