@@ -138,7 +138,7 @@ class Attributes:
         for key, value in attrs.items():
             if value is None:
                 continue
-            if key in cached_keys and type(value) is not list:
+            if key in cached_keys and type(value) not in (list, dict, tuple):
                 ck = (key, value)
                 enc = cache.get(ck)
                 if enc is None:
