@@ -127,37 +127,38 @@ def _wait_listening(col: Collector, timeout: float = 20.0) -> None:
     raise RuntimeError(f"collector did not listen within {timeout}s:\n{col.log()[-4000:]}")
 
 
+def start_collector(bin_path: Path, work: Path, configs, env: dict | None = None,
+                    sets: list[str] | None = None) -> Collector:
+    """Start the Collector with `configs` (merged left to right) on free loopback ports."""
+    work.mkdir(parents=True, exist_ok=True)
+    grpc_port, http_port = free_port(), free_port()
+    full_env = {
+        **os.environ,
+        "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{grpc_port}",
+        "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{http_port}",
+        "OTELCOL_HEALTH_ENDPOINT": f"127.0.0.1:{free_port()}",
+        "OTELCOL_OUTPUT_DIR": str(work / "out"),
+        "OTELCOL_DATA_DIR": str(work / "data"),
+        **(env or {}),
+    }
+    args = [str(bin_path)]
+    args += [f"--config={config_path(c)}" for c in configs]
+    args += [f"--set={s}" for s in sets or ()]
+    log_path = work / "collector.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(args, env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
+    col = Collector(proc, grpc_port, http_port, work / "out", log_path)
+    _wait_listening(col)
+    return col
+
+
 @pytest.fixture
 def otelcol(otelcol_bin, tmp_path):
     started: list[Collector] = []
-    counter = [0]
 
     def start(configs, env: dict | None = None, sets: list[str] | None = None) -> Collector:
-        counter[0] += 1
-        work = tmp_path / f"otelcol-{counter[0]}"
-        work.mkdir()
-        grpc_port, http_port = free_port(), free_port()
-        full_env = {
-            **os.environ,
-            "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{grpc_port}",
-            "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{http_port}",
-            "OTELCOL_HEALTH_ENDPOINT": f"127.0.0.1:{free_port()}",
-            "OTELCOL_OUTPUT_DIR": str(work / "out"),
-            "OTELCOL_DATA_DIR": str(work / "data"),
-            **(env or {}),
-        }
-        args = [str(otelcol_bin)]
-        for c in configs:
-            args.append(f"--config={config_path(c)}")
-        for s in sets or ():
-            args.append(f"--set={s}")
-        log_path = work / "collector.log"
-        log = open(log_path, "wb")
-        proc = subprocess.Popen(args, env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
-        log.close()
-        col = Collector(proc, grpc_port, http_port, work / "out", log_path)
+        col = start_collector(otelcol_bin, tmp_path / f"otelcol-{len(started) + 1}", configs, env, sets)
         started.append(col)
-        _wait_listening(col)
         return col
 
     yield start
