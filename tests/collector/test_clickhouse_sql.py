@@ -16,7 +16,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 
 import clickhouse_schema as chs
-from conftest import start_collector
+from otelcol_harness import start_collector
 from telemetry import RESOURCE, attempt_span, send_spans, trace_id
 
 chdb = pytest.importorskip("chdb")

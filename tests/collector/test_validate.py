@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import CONFIG_DIR
+from otelcol_harness import CONFIG_DIR
 
 # Each entry is one way the configs are meant to be run (overlays merge left to right).
 SHIPPED = [
