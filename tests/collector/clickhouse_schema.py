@@ -70,12 +70,14 @@ def create_statements(full_text_search: bool) -> list[str]:
                                  "Engine": ENGINE, "TTL": ttl("toDateTime(Timestamp)")},
                                 {"HasFullTextSearch": full_text_search}))
     stmts.append(_sprintf(read("traces_table.sql"), DATABASE, "otel_traces", "", ENGINE, ttl("toDateTime(Timestamp)")))
-    stmts.append(_sprintf(read("traces_id_ts_lookup_table.sql"), DATABASE, "otel_traces", "", ENGINE, ttl("toDateTime(Start)")))
+    stmts.append(_sprintf(read("traces_id_ts_lookup_table.sql"), DATABASE, "otel_traces", "", ENGINE,
+                          ttl("toDateTime(Start)")))
     stmts.append(_sprintf(read("traces_id_ts_lookup_mv.sql"), DATABASE, "otel_traces", "",
                           DATABASE, "otel_traces", DATABASE, "otel_traces"))
     for kind in ["gauge", "sum", "summary", "histogram", "exp_histogram"]:
         table = "otel_metrics_" + ("exponential_histogram" if kind == "exp_histogram" else kind)
-        stmts.append(_sprintf(read(f"metrics_{kind}_table.sql"), DATABASE, table, "", ENGINE, ttl("toDateTime(TimeUnix)")))
+        stmts.append(_sprintf(read(f"metrics_{kind}_table.sql"), DATABASE, table, "", ENGINE,
+                              ttl("toDateTime(TimeUnix)")))
     return stmts
 
 

@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "collector-config"
 OVERLAY_DIR = Path(__file__).resolve().parent / "overlays"
@@ -83,7 +82,8 @@ class Collector:
             if value:
                 return value
             if self.proc.poll() is not None:
-                raise AssertionError(f"collector exited ({self.proc.returncode}) waiting for {what}:\n{self.log()[-4000:]}")
+                raise AssertionError(
+                    f"collector exited ({self.proc.returncode}) waiting for {what}:\n{self.log()[-4000:]}")
             time.sleep(0.2)
         raise AssertionError(f"timed out after {timeout}s waiting for {what}:\n{self.log()[-4000:]}")
 

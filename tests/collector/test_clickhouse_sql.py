@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import time
 
+import clickhouse_schema as chs
 import pytest
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
-
-import clickhouse_schema as chs
 from otelcol_harness import start_collector
 from telemetry import RESOURCE, attempt_span, send_spans, trace_id
 

@@ -6,7 +6,6 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-
 from telemetry import RESOURCE, attempt_span, attr, root_span, send_spans, spans_in, trace_id
 
 
@@ -33,7 +32,8 @@ def test_local_config_writes_all_signals_to_files(otelcol, protocol):
     lp.add_log_record_processor(SimpleLogRecordProcessor(log_exp))
     lp.get_logger("otel-mta").emit(body="MTA delivered", attributes={"mta.action": "ACCEPTED", "mta.queue_id": "q1"})
     lp.shutdown()
-    mp = MeterProvider(resource=RESOURCE, metric_readers=[PeriodicExportingMetricReader(metric_exp, export_interval_millis=60_000)])
+    reader = PeriodicExportingMetricReader(metric_exp, export_interval_millis=60_000)
+    mp = MeterProvider(resource=RESOURCE, metric_readers=[reader])
     mp.get_meter("otel-mta").create_counter("mta.delivery.attempts", unit="{attempt}").add(
         3, {"mta.delivery.outcome": "delivered", "mta.recipient.domain": "example.com"})
     mp.shutdown()  # collects and exports once

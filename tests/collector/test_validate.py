@@ -4,7 +4,6 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
 from otelcol_harness import CONFIG_DIR
 
 # Each entry is one way the configs are meant to be run (overlays merge left to right).

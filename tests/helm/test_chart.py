@@ -6,7 +6,6 @@ import subprocess
 import kubernetes_validate
 import pytest
 import yaml
-
 from conftest import CHART, KUBE_VERSION, ROOT, set_args
 
 # Value combinations an operator would use (--set-json syntax: value is JSON).
@@ -20,7 +19,8 @@ COMBOS = {
     "clickhouse-only": {"gateway.backends.tempo.enabled": "false", "gateway.backends.loki.enabled": "false",
                         "gateway.backends.prometheus.enabled": "false",
                         "gateway.backends.clickhouse.passwordSecret": '"clickhouse-auth"'},
-    "grafana-stack-only": {"gateway.backends.clickhouse.enabled": "false", "gateway.podDisruptionBudget.enabled": "false",
+    "grafana-stack-only": {"gateway.backends.clickhouse.enabled": "false",
+                           "gateway.podDisruptionBudget.enabled": "false",
                            "sidecar.existingSecret": '"mta-ingest"', "sidecar.otlpProtocol": '"http/protobuf"',
                            "gateway.extraConfig": '{"processors": {"batch": {"timeout": "5s"}}}'},
     "no-gateway": {"gateway.enabled": "false", "sidecar.otlpEndpoint": '"http://otel-collector.observability:4317"'},
@@ -158,7 +158,8 @@ def test_daemonset_mode(render):
     assert c["args"] == ["run", "--config", "/etc/otel-mta/config.yaml"]
     svc = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "rel-otel-mta-node")
     assert svc["spec"]["internalTrafficPolicy"] == "Local"
-    assert {(p["port"], p["protocol"]) for p in svc["spec"]["ports"]} >= {(31239, "UDP"), (12201, "UDP"), (12201, "TCP")}
+    svc_ports = {(p["port"], p["protocol"]) for p in svc["spec"]["ports"]}
+    assert svc_ports >= {(31239, "UDP"), (12201, "UDP"), (12201, "TCP")}
     no_host = render(COMBOS["daemonset-service-only"])
     ds = next(d for d in no_host if d["kind"] == "DaemonSet")
     assert not any("hostPort" in p for p in containers(ds)[0]["ports"])

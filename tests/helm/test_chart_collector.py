@@ -4,7 +4,6 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
 from otelcol_harness import build_collector  # tests/collector, on sys.path (conftest.py)
 from test_chart import COMBOS
 
