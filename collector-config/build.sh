@@ -6,7 +6,8 @@
 #
 # The binary is cached in .cache/otelcol/<key>/otelcol-mta, where <key> hashes
 # the manifest, the builder version and the Go version: an unchanged manifest
-# is never rebuilt. Cold build on 2 cores: about 4 minutes (mostly compiling).
+# is never rebuilt. Cold (empty Go module and build caches), 2 cores: about
+# 6 minutes and 4.4 GB of Go caches; with warm Go caches about 20 s.
 set -euo pipefail
 
 OCB_VERSION=v0.161.0   # keep equal to the core component versions in manifest.yaml

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the Helm CLI from its Go module into .cache/helm/<version>/helm and
-# print its path. Cached: a second run returns at once. Cold: about 1.5 min.
+# print its path. Cached: a second run returns at once. Cold: about 2 min.
 set -euo pipefail
 HELM_VERSION=v3.22.0
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
