@@ -1,6 +1,9 @@
-"""pytest fixtures for the end-to-end stack. Import them into a conftest:
+"""pytest fixtures for the end-to-end stack.
 
-    from tests.stack.fixtures import *  # noqa: F401,F403  (or `from stack.fixtures ...`)
+Register them for the whole suite in tests/conftest.py (needs pytest
+`pythonpath = ["."]` so `tests.stack` is importable):
+
+    pytest_plugins = ["tests.stack.fixtures"]
 
 Every fixture skips with "run `bash tests/stack/setup.sh` first" when the piece
 it needs is not installed, and fails instead when CI=true or
