@@ -80,7 +80,10 @@ if [ ! -x "$fdb_bin" ] || [ "$(cat "$fdb_dir/.stamp" 2>/dev/null || true)" != "$
     chmod -R u+w "$fdb_dir/src"
     echo "$FERRETDB_VERSION" >"$fdb_dir/src/build/version/version.txt"
     echo "otel-mta-tests" >"$fdb_dir/src/build/version/package.txt"
-    (cd "$fdb_dir/src" && go build -trimpath -o "$fdb_bin" ./cmd/ferretdb)
+    if ! (cd "$fdb_dir/src" && go build -trimpath -o "$fdb_bin" ./cmd/ferretdb) >"$fdb_dir/build.log" 2>&1; then
+        cat "$fdb_dir/build.log" >&2
+        exit 1
+    fi
     rm -rf "$fdb_dir/src"
     echo "$fdb_key" >"$fdb_dir/.stamp"
 fi
