@@ -27,6 +27,7 @@ from . import paths
 from .proc import LOOPBACK, Process, free_port
 
 DECODER = paths.HERE / "zonemta" / "decode-remote-log.js"
+READY_PLUGIN = paths.HERE / "zonemta" / "ready-plugin.js"
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
@@ -83,7 +84,9 @@ class ZoneMTA:
             "log": {"level": "info", "remote": False, "gelf": {"enabled": False}},
             "corePluginsPath": str(package / "plugins"),
             "pluginsPath": str(self.workdir),
-            "plugins": plugins or {},
+            # The ready marker goes last, so it loads after every other plugin.
+            "plugins": {**(plugins or {}), str(READY_PLUGIN): {
+                "enabled": "main", "readyFile": str(self.workdir / "ready")}},
         }
         if remote_log_port:
             base["log"]["remote"] = {"protocol": "udp4", "host": LOOPBACK, "port": remote_log_port}
@@ -100,14 +103,11 @@ class ZoneMTA:
             "zonemta", [paths.node_bin(), package / "app.js"], self.log_path, cwd=self.workdir,
             env={"NODE_CONFIG_PATH": str(self.config_path), "NODE_ENV": "production",
                  **(env or {})})
-        self.proc.wait_until(self._queue_ready, start_timeout, "API with the queue ready")
+        self.proc.wait_until((self.workdir / "ready").exists, start_timeout,
+                             "main-process plugins loaded")
         self.proc.wait_until(self._smtp_ready, start_timeout, "SMTP greeting")
 
     # --- readiness -----------------------------------------------------------
-    def _queue_ready(self) -> bool:
-        # /counter answers 500 "Service not yet started" until the queue is up.
-        return self.api_get("/counter/all/default")[0] == 200
-
     def _smtp_ready(self) -> bool:
         with smtplib.SMTP(self.smtp_host, self.smtp_port, timeout=2) as s:
             return s.noop()[0] == 250
