@@ -16,6 +16,7 @@ import copy
 import json
 import smtplib
 import subprocess
+import urllib.error
 import urllib.request
 import uuid
 from email.message import EmailMessage
