@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup run demo test test-python test-plugin docs bench fuzz clean
+.PHONY: help setup setup-stack setup-tools run demo test test-python test-plugin docs bench fuzz clean
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -20,7 +20,14 @@ tests/fixtures/msgpack_js/node_modules: tests/fixtures/msgpack_js/package-lock.j
 	cd tests/fixtures/msgpack_js && npm ci --no-audit --no-fund --silent
 	touch $@
 
-setup: $(STAMP) tests/fixtures/msgpack_js/node_modules  ## create .venv, build the C decoder, install test tools
+setup: $(STAMP) tests/fixtures/msgpack_js/node_modules  ## create .venv, build the C speedups, install Python deps
+
+setup-stack: setup  ## Redis (apt), FerretDB (Go), ZoneMTA + Node 22 (npm), SMTP sink — cached in .cache/
+	PYTHON=$(abspath $(PY)) STACK_SKIP_PY=1 bash tests/stack/setup.sh
+
+setup-tools:  ## the Collector (ocb) and Helm, built from Go modules into .cache/
+	collector-config/build.sh >/dev/null
+	helm/install-helm.sh >/dev/null
 
 run: setup  ## run the sidecar on its embedded default: OTLP JSON files under ./otel-mta-data/otlp
 	OTEL_METRIC_EXPORT_INTERVAL=$${OTEL_METRIC_EXPORT_INTERVAL:-10000} $(VENV)/bin/otel-mta run
@@ -28,11 +35,14 @@ run: setup  ## run the sidecar on its embedded default: OTLP JSON files under ./
 demo: setup  ## send realistic ZoneMTA remote-log traffic to a running sidecar (make run in another terminal)
 	$(PY) tools/replay.py --rate 50 --messages 200
 
-test: setup test-python  ## set up and run every test
+test: setup setup-stack setup-tools test-plugin test-python  ## set up and run every test
 	@echo "all tests passed"
 
 test-python: setup
-	$(PY) -m pytest -q
+	CI=$${CI:-true} $(PY) -m pytest -q -p no:cacheprovider
+
+test-plugin:  ## the ZoneMTA plugin's own tests (node --test, real plugin host)
+	zonemta-plugin/scripts/ci.sh
 
 docs: setup  ## regenerate docs/metrics.md from the catalog
 	$(PY) -m otel_mta.docs

@@ -18,6 +18,8 @@ import pytest
 from tests import emitted
 from tests.otlp_receiver import GrpcReceiver, HttpReceiver, Received
 
+pytest_plugins = ["tests.stack.fixtures"]   # real Redis, FerretDB, ZoneMTA, SMTP sink
+
 ROOT = Path(__file__).resolve().parent.parent
 ENCODER_DIR = ROOT / "tests" / "fixtures" / "msgpack_js"
 
