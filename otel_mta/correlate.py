@@ -88,7 +88,7 @@ class Correlator:
     def resolve(self, event: MailEvent) -> tuple[bytes | None, str | None]:
         """(trace id, normalised Message-ID or None when traced by queue id)."""
         mid = self.message_id(event)
-        key = ("mid:" + mid) if mid is not None else ("qid:" + event.queue_id.strip())
+        key = ("mid:" + mid) if mid is not None else ("qid:" + event.queue_id.strip(ids.WS))
         trace = self._traces.get(key)
         if trace is None:
             trace = ids.trace_id_for(mid, None) if mid is not None else ids.trace_id_for(None, event.queue_id)

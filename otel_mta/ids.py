@@ -10,22 +10,25 @@ from __future__ import annotations
 import hashlib
 
 _ASCII_UPPER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+# What is trimmed: ASCII whitespace only (str.strip() would also trim U+00A0,
+# U+2000.., U+3000 and more, a set other languages do not share).
+WS = " \t\r\n\f\v"
 
 
 def normalize_message_id(value: str | None) -> str | None:
     """Normalise an RFC 5322 Message-ID; None when there is no usable id.
 
-    Trim whitespace and the angle brackets, keep the local part as written and
+    Trim ASCII whitespace and the angle brackets, keep the local part as written and
     lowercase the domain (ASCII only, so every language agrees).
     """
     if not value:
         return None
-    mid = value.strip()
+    mid = value.strip(WS)
     if mid.startswith("<"):
         mid = mid[1:]
     if mid.endswith(">"):
         mid = mid[:-1]
-    mid = mid.strip()
+    mid = mid.strip(WS)
     if not mid:
         return None
     at = mid.rfind("@")
@@ -40,7 +43,7 @@ def trace_key(message_id: str | None, queue_id: str | None) -> str | None:
     if mid is not None:
         return "mid:" + mid
     if queue_id:
-        qid = queue_id.strip()
+        qid = queue_id.strip(WS)
         if qid:
             return "qid:" + qid
     return None
@@ -60,7 +63,7 @@ def trace_id_for(message_id: str | None, queue_id: str | None) -> bytes | None:
 
 def root_span_id(queue_id: str) -> bytes:
     """The message's root span: one per ZoneMTA queue entry."""
-    return _digest("root:" + queue_id.strip(), 8)
+    return _digest("root:" + queue_id.strip(WS), 8)
 
 
 def attempt_span_id(queue_id: str, seq: str, action: str, defcount: int = 0) -> bytes:
@@ -69,7 +72,7 @@ def attempt_span_id(queue_id: str, seq: str, action: str, defcount: int = 0) -> 
     ACCEPTED and REJECTED happen once per (queue id, seq); DEFERRED happens once
     per deferral count, which ZoneMTA reports as `defcount`.
     """
-    return _digest(f"attempt:{queue_id.strip()}:{seq}:{action}:{int(defcount)}", 8)
+    return _digest(f"attempt:{queue_id.strip(WS)}:{seq}:{action}:{int(defcount)}", 8)
 
 
 def phase_span_id(attempt: bytes, phase: str) -> bytes:

@@ -6,11 +6,10 @@
 
 const crypto = require('crypto');
 
-// Python's str.strip() whitespace set, so both languages trim exactly the same
-// characters (JS String#trim differs: it strips U+FEFF but not U+001C-U+001F
-// or U+0085).
-const WS = '\\t\\n\\v\\f\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
-const TRIM_RE = new RegExp(`^[${WS}]+|[${WS}]+$`, 'g');
+// ASCII whitespace only (space, \t, \n, \v, \f, \r), the same set the sidecar
+// trims (docs/trace-ids.md). String#trim and Python's str.strip() each trim
+// more, and different, Unicode spaces; U+00A0 and the like stay as written.
+const TRIM_RE = /^[ \t\n\v\f\r]+|[ \t\n\v\f\r]+$/g;
 
 function strip(value) {
     return value.replace(TRIM_RE, '');
