@@ -41,6 +41,6 @@ def test_ids_are_valid_otlp_ids():
 def test_only_ascii_whitespace_is_trimmed():
     # the Node.js plugin trims the same six characters (zonemta-plugin/lib/trace-ids.js)
     assert ids.normalize_message_id(" \t\r\n\f\v<a@B.c>\v\f\n\r\t ") == "a@b.c"
-    assert ids.normalize_message_id("\u00a0<a@B.c>") == "\u00a0<a@b.c>"
+    assert ids.normalize_message_id("\u00a0<a@B.c>") == "\u00a0<a@b.c"  # one ">" dropped, NBSP kept
     assert ids.trace_key(None, "\u3000q1") == "qid:\u3000q1"
     assert ids.root_span_id("\tq1\n") == ids.root_span_id("q1") != ids.root_span_id("\u00a0q1")
