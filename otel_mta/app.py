@@ -27,6 +27,7 @@ class App:
         self.settings = settings
         self.exporter = build_exporter(settings)
         self.pipeline = Pipeline(settings, self.exporter.submit, mail_channels(settings))
+        self.pipeline.congested = self.exporter.queue.congested
         self.sources = enabled_sources(settings, self.pipeline)
         h = settings.health.endpoint
         self.health = HealthServer(h[0], h[1], self) if h else None

@@ -155,8 +155,13 @@ class GelfSettings(_Model):
 
 
 class EventsSettings(_Model):
+    """The plugin's events endpoint (docs/events.md)."""
     endpoint: Endpoint = ("0.0.0.0", 9477)
-    api_key: str | None = None
+    api_key: Annotated[str | None, BeforeValidator(lambda v: v if v is None or str(v).strip() else None)] = None
+    max_body: Annotated[Size, Field(ge=1024)] = 8 << 20     # request body, compressed and decompressed
+    max_events: Annotated[int, Field(ge=1, le=10_000)] = 10_000  # per batch (the schema's maxItems)
+    dedup_window: Annotated[int, Field(ge=0)] = 200_000     # event ids remembered to drop retried ones
+    read_timeout: Annotated[Duration, Field(gt=0)] = 30.0   # to receive a whole request body
 
 
 class PollerSettings(_Model):

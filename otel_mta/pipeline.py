@@ -61,6 +61,7 @@ class Pipeline:
                                 hold_s=s.correlation.hold)
         own = self.resources.own
         self._own = own
+        self.congested = lambda: False  # the app points this at the export queue (receivers push back)
         self._accepted = self.metrics.counter("otelmta_receiver_accepted_records")
         self._refused = self.metrics.counter("otelmta_receiver_refused_records")
         self._dropped = self.metrics.counter("otelmta_receiver_dropped_records")

@@ -48,6 +48,12 @@ class ExportQueue:
             return self.spool.pop()
         return None
 
+    def congested(self, fill: float = 0.9) -> bool:
+        """Nearly no room left anywhere: receivers that can push back should."""
+        if self.spool is not None:
+            return self.spool.size >= fill * self.spool.max_bytes
+        return self.bytes >= fill * self.max_bytes
+
     def __len__(self) -> int:
         return len(self._items) + (len(self.spool) if self.spool else 0)
 

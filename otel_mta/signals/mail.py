@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 import orjson
 
 from otel_mta import ids
-from otel_mta.correlate import Correlator, Deduplicator
+from otel_mta.correlate import BoundedMap, Correlator, Deduplicator
 from otel_mta.model import MailEvent
 from otel_mta.privacy import Redactor, TopN
 from otel_mta.signals import logs as L
@@ -82,6 +82,11 @@ class MailSignals:
         self.max_held = max_held
         self._held: dict[str, list] = {}        # queue id -> [(deadline_ns, event)]
         self.held = 0
+        # plugin phases (docs/events.md): attempts whose span went out, so that
+        # their phases (which come just after) join at once; phases that came
+        # before their attempt's entry wait for it, like SPAMCHECK for QUEUED
+        self._attempts = BoundedMap(32_768)     # attempt span id -> trace id
+        self._early: dict[bytes, tuple] = {}    # attempt span id -> (deadline, qid, seq, phases, start_ns)
         self.top_domain = TopN(top_n)
         m = metrics
         self.m_queued = m.counter("mta.message.queued")
@@ -137,6 +142,9 @@ class MailSignals:
                     for _, event in waiting:
                         self.held -= 1
                         self._emit(event)
+        if self._early:
+            for attempt_id in [a for a, v in self._early.items() if flush_all or v[0] <= now_ns]:
+                self._release_early(attempt_id)
         self.tracker.expire(now_ns, flush_all=flush_all)
 
     def _hold(self, event: MailEvent) -> None:
@@ -157,7 +165,7 @@ class MailSignals:
         outcome = OUTCOME.get(action)
         span_id = None
         if outcome is not None:
-            time_ns, span_id, body, encoded = self._delivery(event, trace_id, outcome, attrs)
+            time_ns, span_id, body, encoded = self._delivery(event, trace_id, mid, outcome, attrs)
         else:
             if action == "QUEUED" or action == "NOQUEUE":
                 time_ns, body = self._queued(event, trace_id, attrs)
@@ -219,7 +227,7 @@ class MailSignals:
             body += f" via {iface}"
         return now, body
 
-    def _delivery(self, event: MailEvent, trace_id, outcome: str, attrs: dict):
+    def _delivery(self, event: MailEvent, trace_id, mid, outcome: str, attrs: dict):
         """A delivery attempt: log body, span, metrics. Attributes shared by the
         log record and the span are encoded once."""
         e, red = event.entry, self.red
@@ -274,6 +282,12 @@ class MailSignals:
             self.m_duration.record(timer / 1000.0, self.res, (zone, outcome))
         # span
         span_id = ids.attempt_span_id(qid, event.seq or "", action, defcount)
+        early = self._early.pop(span_id, None) if self._early else None
+        span_start = start_ns
+        if early is not None and early[4] is not None:
+            span_start = min(early[4], end_ns)  # the plugin timed the whole attempt
+        if mid is not None and qid not in self.corr.index:
+            self.corr.index.put(qid, mid)     # queued before a restart: keep later entries in this trace
         status, status_msg = 0, None
         if action == "REJECTED":
             status, status_msg = T.STATUS_ERROR, response
@@ -284,11 +298,15 @@ class MailSignals:
             if first_byte is not None and timer is not None:
                 events = [(start_ns + _ms_to_ns(first_byte), "message data started", {})]
             record = T.encode_span(trace_id, span_id, self.corr.root_span_id(qid), "delivery", T.SPAN_KIND_CLIENT,
-                                   start_ns, end_ns, ENC(SPAN, attrs, _CACHED) + ENC(SPAN, extra, _CACHED),
+                                   span_start, end_ns, ENC(SPAN, attrs, _CACHED) + ENC(SPAN, extra, _CACHED),
                                    status, status_msg, events)
             self.spans.add(self.res, record)
             if event.phases:
                 self._emit_phases(event, trace_id, span_id)
+            if early is not None:
+                self._phase_spans(trace_id, span_id, qid, event.seq, early[3])
+            else:
+                self._attempts.put(span_id, trace_id)
         log_only = {"mta.delivery.duration_ms": int(timer) if timer is not None else None}
         if action == "DEFERRED":
             self.tracker.deferred(qid, end_ns)
@@ -354,20 +372,60 @@ class MailSignals:
             self.m_checks.add(1, self.res, (kind, result))
             return event.observed_ns, f"{action} {qid}: {result}"
         # an action this version has no mapping for: keep all of it, masked
-        rest = {k: v for k, v in e.items() if k not in _ENTRY_KEYS}
+        # None is JavaScript's undefined in a datagram; JSON (the plugin) leaves it out
+        rest = {k: v for k, v in e.items() if k not in _ENTRY_KEYS and v is not None}
         attrs["mta.entry"] = red.text(orjson.dumps(rest, default=str).decode()) if rest else None
         return event.observed_ns, f"{action} {_ref(event)}"
 
+    # -- plugin: delivery phases ---------------------------------------------
+    def phases(self, queue_id: str, seq: str, action: str, defcount: int, phases: list,
+               start_ns: int | None = None) -> None:
+        """The plugin's connect / tls / smtp timing of one attempt (a
+        `delivery.phases` event): child spans of the attempt span.
+
+        The attempt's entry usually came first (the plugin reports phases once
+        the outcome is logged); then the children go out now, in its trace.
+        Otherwise they wait up to the hold time for the entry, whose span then
+        takes the plugin's exact start (`start_ns`, when ZoneMTA fetched the
+        delivery) — remote-log entries of failed attempts carry no timing.
+        """
+        d = defcount if action == "DEFERRED" else 0
+        attempt_id = ids.attempt_span_id(queue_id, seq, action, d)
+        trace_id = self._attempts.pop(attempt_id)
+        if trace_id is not None:
+            self._phase_spans(trace_id, attempt_id, queue_id, seq, phases)
+            return
+        if attempt_id in self._early:
+            return  # reported twice: span ids must stay unique
+        if len(self._early) >= self.max_held:
+            self._release_early(next(iter(self._early)))
+        self._early[attempt_id] = (time.time_ns() + self.hold_ns, queue_id, seq, phases, start_ns)
+
+    def _release_early(self, attempt_id: bytes) -> None:
+        """The entry never came (lost, or the remote log is off): children in the message's trace anyway."""
+        _, qid, seq, phases, _ = self._early.pop(attempt_id)
+        trace_id = self.corr.trace_id(MailEvent("", qid, seq, {}, 0, "events"))
+        self._phase_spans(trace_id, attempt_id, qid, seq, phases)
+
     def _emit_phases(self, event: MailEvent, trace_id: bytes | None = None, attempt_id: bytes | None = None) -> None:
-        """Child spans of a delivery attempt for the phases the plugin timed."""
+        """Child spans for phases carried on the entry itself (MailEvent.phases)."""
         if trace_id is None:
             trace_id = self.corr.trace_id(event)
         if attempt_id is None:
             d = event.defcount if event.action == "DEFERRED" else 0
             attempt_id = ids.attempt_span_id(event.queue_id, event.seq or "", event.action, d)
-        for phase in event.phases or ():
-            attrs = {"mta.phase": phase.name, "mta.queue_id": event.queue_id, "mta.delivery.seq": event.seq}
+        self._phase_spans(trace_id, attempt_id, event.queue_id, event.seq, event.phases or ())
+
+    def _phase_spans(self, trace_id: bytes, attempt_id: bytes, queue_id: str, seq: str | None, phases) -> None:
+        done = set()
+        for phase in phases:
+            if phase.name in done:  # one span per name: its id is derived from the name
+                continue
+            done.add(phase.name)
+            attrs = {"mta.phase": phase.name, "mta.queue_id": queue_id, "mta.delivery.seq": seq}
             attrs.update(phase.attributes)
+            if phase.error:
+                attrs["error.type"] = phase.error
             status = T.STATUS_ERROR if phase.error else 0
             record = T.encode_span(trace_id, ids.phase_span_id(attempt_id, phase.name), attempt_id,
                                    phase.name, T.SPAN_KIND_INTERNAL, phase.start_ns, phase.end_ns,

@@ -3,15 +3,18 @@ from __future__ import annotations
 
 
 def enabled_sources(settings, pipeline) -> list:
+    from otel_mta.sources.events_http import EventsSource
     from otel_mta.sources.remote_log import RemoteLogSource
 
     s = settings.sources
     sources = []
     if s.remote_log.endpoint:
         sources.append(RemoteLogSource(pipeline, s.remote_log))
+    if s.events.endpoint:
+        sources.append(EventsSource(pipeline, s.events))
     return sources
 
 
 def mail_channels(settings) -> int:
     """How many sources deliver ZoneMTA entries (more than one: de-duplicate)."""
-    return sum(1 for on in (settings.sources.remote_log.endpoint,) if on)
+    return sum(1 for on in (settings.sources.remote_log.endpoint, settings.sources.events.endpoint) if on)

@@ -1,0 +1,232 @@
+"""Plugin events -> the pipeline (docs/events.md). The HTTP side (auth, limits,
+status codes) is in events_http.py; this module knows what each event means.
+
+- `log.entry` becomes the very MailEvent a remote-log datagram becomes, so both
+  channels give the same logs, spans and metrics (and the Deduplicator keeps
+  one copy when both are on).
+- `message.headers` / `message.queue` teach the queue id -> Message-ID index.
+- `delivery.phases` become child spans of the attempt span (MailSignals.phases).
+- `queue.release` / `queue.bounce` tell the root-span tracker a recipient is
+  final; `queue.delayed` feeds `mta.delivery.deferral_age`.
+- `plugin.health` becomes the otelmta_plugin_* self-telemetry.
+Retried batches repeat their event ids: ids seen within the window are dropped
+and counted (`otelmta_receiver_dropped_records{reason=duplicate_id}`).
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from otel_mta.correlate import BoundedMap
+from otel_mta.model import MailEvent, Phase
+from otel_mta.pipeline import RateLimitedLog
+from otel_mta.sources.events_schema import Invalid, check_batch, check_event
+
+log = logging.getLogger("otel_mta.events")
+MS = 1_000_000  # ns per ms
+RELEASE_OUTCOME = {"delivered": "delivered", "rejected": "rejected", "unknown": "dropped"}
+# phase attributes the plugin documents (docs/events.md) and their types; others are dropped
+PHASE_ATTRIBUTES = {
+    "server.address": str, "server.port": int, "network.peer.address": str,
+    "network.local.address": str, "mta.connect.tries": int, "mta.connect.addresses": int,
+    "mta.connection.reused": bool, "tls.established": bool, "mta.tls.failures": int,
+    "mta.smtp.envelope_ms": int, "mta.smtp.data_ms": int,
+}
+HEALTH_COUNTERS = ("dropped", "sent", "failed", "retries", "evicted", "hook_errors")
+HEALTH_STALE_S = 900  # a plugin process not heard of for this long has gone: its series go too
+MAX_ERRORS = 10       # per reply
+
+
+def _phase_attrs(raw: dict) -> dict:
+    out = {}
+    for key, value in raw.items():
+        want = PHASE_ATTRIBUTES.get(key)
+        if want is None:
+            continue
+        t = type(value)
+        if want is int and t is float and value.is_integer():
+            value, t = int(value), int
+        if t is want:
+            out[key] = value[:255] if t is str else value
+    return out
+
+
+class Result:
+    """What one batch did; the HTTP reply body."""
+
+    __slots__ = ("accepted", "rejected", "duplicates", "errors", "reasons")
+
+    def __init__(self):
+        self.accepted = 0
+        self.rejected = 0
+        self.duplicates = 0
+        self.errors: list = []      # [{"index", "reason"}], the first MAX_ERRORS
+        self.reasons: dict = {}     # reason -> count
+
+    def reject(self, index: int, reason: str) -> None:
+        self.rejected += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append({"index": index, "reason": reason})
+
+    def body(self) -> dict:
+        out = {"accepted": self.accepted, "rejected": self.rejected, "duplicates": self.duplicates}
+        if self.errors:
+            out["errors"] = self.errors
+        return out
+
+
+class PluginHealth:
+    """plugin.health -> otelmta_plugin_* series keyed by (instance, context, pid)."""
+
+    def __init__(self, metrics, own):
+        self.own = own
+        self.buffered = metrics.gauge("otelmta_plugin_buffered")
+        self.counters = {name: metrics.counter("otelmta_plugin_" + name) for name in HEALTH_COUNTERS}
+        self._seen: dict = {}   # key -> monotonic time of the last report
+        metrics.before_collect(self._forget_stale)
+
+    def update(self, source: dict, ev: dict) -> None:
+        key = (source["instance"], source["context"], int(source["pid"]))
+        self._seen[key] = time.monotonic()
+        self.buffered.set(int(ev["buffered"]), self.own, key)
+        for name, counter in self.counters.items():
+            # cumulative since that plugin process started: the latest report is the value
+            counter.series[(self.own, key)] = int(ev[name])
+
+    def _forget_stale(self) -> None:
+        cutoff = time.monotonic() - HEALTH_STALE_S
+        for key in [k for k, t in self._seen.items() if t < cutoff]:
+            del self._seen[key]
+            for inst in (self.buffered, *self.counters.values()):
+                inst.series.pop((self.own, key), None)
+
+
+class Ingest:
+    def __init__(self, pipeline, dedup_window: int = 200_000, receiver: str = "events", transport: str = "http"):
+        self.pipeline = pipeline
+        self.receiver, self.transport = receiver, transport
+        self.mail = pipeline.mail
+        self._handle_mail = pipeline.mail.handle
+        self.tracker = pipeline.mail.tracker
+        self._seen = BoundedMap(dedup_window) if dedup_window else None
+        m, zonemta = pipeline.metrics, pipeline.resources.zonemta
+        self._zonemta = zonemta
+        self.m_deferral_age = m.histogram("mta.delivery.deferral_age")
+        self.health = PluginHealth(m, pipeline.resources.own)
+        self._say = RateLimitedLog(log)
+        self._by_type = {
+            "log.entry": self._log_entry, "message.headers": self._message_headers,
+            "message.queue": self._message_queue, "delivery.phases": self._phases,
+            "queue.release": self._queue_release, "queue.bounce": self._queue_bounce,
+            "queue.delayed": self._queue_delayed, "plugin.health": self._plugin_health,
+        }
+
+    # -- a batch ------------------------------------------------------------------
+    def batch(self, doc, max_events: int = 10_000) -> Result:
+        """A whole batch at once (tests, tools); raises Invalid for a broken envelope."""
+        check_batch(doc, max_events)
+        result = Result()
+        for _ in self.steps(doc["source"], doc["events"], result):
+            pass
+        self.count(result)
+        return result
+
+    def steps(self, source: dict, events: list, result: Result, size: int = 500):
+        """Map the events, yielding every `size` events so that the HTTP side can
+        let the event loop run. delivery.phases go first: an attempt whose entry
+        is in the same batch then gets the plugin's timing (MailSignals.phases)."""
+        first, rest = [], []
+        for i, ev in enumerate(events):
+            (first if type(ev) is dict and ev.get("type") == "delivery.phases" else rest).append(i)
+        for indexes in (first, rest):
+            for start in range(0, len(indexes), size):
+                self.run(source, events, indexes[start:start + size], result)
+                yield
+
+    def run(self, source: dict, events: list, indexes, result: Result) -> None:
+        """Check, de-duplicate and map events[i] for i in `indexes`."""
+        seen = self._seen
+        by_type = self._by_type
+        for i in indexes:
+            ev = events[i]
+            try:
+                kind = check_event(ev)
+            except Invalid as err:
+                result.reject(i, err.reason)
+                continue
+            if seen is not None:
+                eid = ev["id"]
+                if eid in seen:
+                    result.duplicates += 1
+                    continue
+                seen.put(eid, None)
+            try:
+                by_type[kind](ev, source)
+            except Invalid as err:      # valid JSON, but nothing the pipeline can use
+                result.reject(i, err.reason)
+                continue
+            except Exception:           # a mapping bug must not cost the rest of the batch
+                result.reject(i, "internal_error")
+                log.exception("could not map a %s event (please report this)", kind)
+                continue
+            result.accepted += 1
+
+    def count(self, result: Result) -> None:
+        p, r, t = self.pipeline, self.receiver, self.transport
+        if result.accepted:
+            p.accepted(r, t, result.accepted)
+        for reason, n in result.reasons.items():
+            p.refused(r, t, reason, n)
+        if result.duplicates:
+            p.dropped(r, t, "duplicate_id", result.duplicates)
+
+    # -- one handler per type; the event is valid (events_schema) ------------------
+    def _log_entry(self, ev: dict, source: dict) -> None:
+        entry = ev["entry"]
+        action = entry.get("action")
+        if not action:
+            raise Invalid("not_an_entry")
+        qid = entry["id"]
+        seq = entry.get("seq")
+        self._handle_mail(MailEvent(action, qid if type(qid) is str else str(qid),
+                                    (seq if type(seq) is str else str(seq)) if seq else None,
+                                    entry, int(ev["time_ms"]) * MS, self.receiver))
+
+    def _message_headers(self, ev: dict, source: dict) -> None:
+        self.mail.learn(ev["queue_id"], ev["message_id"])
+
+    def _message_queue(self, ev: dict, source: dict) -> None:
+        # QUEUED (log.entry or remote log) counts the message; this only teaches the index
+        mid = ev.get("message_id")
+        if mid:
+            self.mail.learn(ev["queue_id"], mid)
+
+    def _phases(self, ev: dict, source: dict) -> None:
+        phases = []
+        for ph in ev["phases"]:
+            attrs = ph.get("attributes")
+            phases.append(Phase(ph["name"], int(ph["start_ms"]) * MS, int(ph["end_ms"]) * MS,
+                                _phase_attrs(attrs) if attrs else {}, ph.get("error")))
+        start = ev.get("attempt_start_ms")
+        start_ns = int(start) * MS if start is not None else min(p.start_ns for p in phases)
+        self.mail.phases(ev["queue_id"], ev["seq"], ev["action"], int(ev["defcount"]), phases, start_ns)
+
+    def _queue_release(self, ev: dict, source: dict) -> None:
+        seq = ev.get("seq")
+        if seq:
+            self.tracker.final(ev["queue_id"], seq, RELEASE_OUTCOME[ev["status"]], int(ev["time_ms"]) * MS)
+
+    def _queue_bounce(self, ev: dict, source: dict) -> None:
+        seq = ev.get("seq")
+        if seq:
+            self.tracker.final(ev["queue_id"], seq, "rejected", int(ev["time_ms"]) * MS)
+
+    def _queue_delayed(self, ev: dict, source: dict) -> None:
+        first, last = ev.get("first_ms"), ev.get("last_ms")
+        if first is not None and last is not None and last >= first:
+            self.m_deferral_age.record((last - first) / 1000.0, self._zonemta,
+                                       (ev.get("zone") or None, ev.get("category") or None))
+
+    def _plugin_health(self, ev: dict, source: dict) -> None:
+        self.health.update(source, ev)

@@ -1,0 +1,225 @@
+"""The hand-written validator (otel_mta/sources/events_schema.py) accepts exactly
+what the JSON Schema (schema/events.v1.schema.json, validated by jsonschema)
+accepts: valid events of every type and thousands of broken variants."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from otel_mta.sources.events_schema import MAX_DEPTH, Invalid, check_batch, check_event
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SCHEMA = json.loads((ROOT / "schema" / "events.v1.schema.json").read_text())
+EXAMPLE = json.loads((ROOT / "schema" / "examples" / "batch.v1.json").read_text())
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+TEMPLATES = {e["type"]: e for e in EXAMPLE["events"]}
+TEMPLATES["queue.delayed"] = next(e for e in EXAMPLE["events"] if e["type"] == "queue.delayed")
+
+
+def schema_says(event) -> bool:
+    return VALIDATOR.is_valid({"schema": EXAMPLE["schema"], "source": EXAMPLE["source"], "events": [event]})
+
+
+def we_say(event) -> bool:
+    try:
+        check_event(event)
+        return True
+    except Invalid:
+        return False
+
+
+def test_every_example_event_is_valid_for_both():
+    assert len(TEMPLATES) == 8
+    for event in EXAMPLE["events"]:
+        assert schema_says(event) and we_say(event), event
+    check_batch(EXAMPLE)
+
+
+# -- broken variants --------------------------------------------------------------
+def _strings():
+    return st.one_of(st.text(max_size=3), st.text(min_size=30, max_size=70), st.text(min_size=120, max_size=260),
+                     st.sampled_from(["", "ACCEPTED", "DEFERRED", "connect", "tls", "smtp", "delivered", "unknown",
+                                      "log.entry", "plugin.health", "x" * 64, "x" * 65, "x" * 998, "x" * 999]))
+
+
+JSON_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 5), st.integers(2**31, 2**53),
+    st.sampled_from([0.0, 1.0, -1.0, 2.5, 1795714620000.0, 1e300]), _strings(),
+    st.lists(st.integers(), max_size=4), st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+)
+
+
+def _paths(event):
+    """Where a mutation can land: top-level keys, entry keys, phase keys and attributes."""
+    out = [()]
+    for k, v in event.items():
+        out.append((k,))
+        if isinstance(v, dict):
+            out += [(k, kk) for kk in v]
+        if k == "phases" and isinstance(v, list):
+            for i, ph in enumerate(v):
+                out.append((k, i))
+                if isinstance(ph, dict):
+                    out += [(k, i, kk) for kk in ph]
+                    if isinstance(ph.get("attributes"), dict):
+                        out += [(k, i, "attributes", a) for a in ph["attributes"]]
+    return out
+
+
+def _container(event, path):
+    node = event
+    for p in path[:-1]:
+        node = node[p]
+    return node
+
+
+@st.composite
+def mutated_events(draw):
+    event = copy.deepcopy(TEMPLATES[draw(st.sampled_from(sorted(TEMPLATES)))])
+    for _ in range(draw(st.integers(0, 3))):
+        paths = [p for p in _paths(event) if p]
+        path = draw(st.sampled_from(paths))
+        parent = _container(event, path)
+        action = draw(st.sampled_from(["delete", "replace", "add", "retype"]))
+        key = path[-1]
+        if action == "delete":
+            if isinstance(parent, dict):
+                parent.pop(key, None)
+            elif isinstance(parent, list) and len(parent) > 0:
+                parent.pop(key)
+        elif action == "replace":
+            parent[key] = draw(JSON_VALUES)
+        elif action == "add" and isinstance(parent, dict):
+            parent[draw(st.sampled_from(["extra", "seq", "zone", "error", "attributes", "message_id", "size",
+                                         "attempt_start_ms", "category", "action"]))] = draw(JSON_VALUES)
+        elif action == "retype":
+            event["type"] = draw(st.sampled_from(sorted(TEMPLATES) + ["log.Entry", "", "queue"]))
+    return event
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_events())
+def test_same_verdict_as_jsonschema_on_broken_events(event):
+    assert we_say(event) == schema_says(event), json.dumps(event)[:500]
+
+
+@st.composite
+def mutated_batches(draw):
+    doc = copy.deepcopy(EXAMPLE)
+    doc["events"] = []
+    for _ in range(draw(st.integers(0, 2))):
+        target = draw(st.sampled_from(["top", "source"]))
+        node = doc if target == "top" else doc.get("source")
+        if not isinstance(node, dict):
+            break
+        key = draw(st.sampled_from(sorted(node) + ["extra"]))
+        if draw(st.booleans()):
+            node.pop(key, None)
+        else:
+            node[key] = draw(JSON_VALUES)
+    return doc
+
+
+@settings(max_examples=500, deadline=None)
+@given(mutated_batches())
+def test_same_verdict_as_jsonschema_on_broken_envelopes(doc):
+    try:
+        check_batch(doc)
+        ours = True
+    except Invalid:
+        ours = False
+    # events are checked one by one (the other test); here only the envelope counts
+    envelope = dict(doc, events=[]) if isinstance(doc.get("events"), list) else doc
+    assert ours == VALIDATOR.is_valid(envelope), json.dumps(doc)[:500]
+
+
+def test_more_events_than_the_schema_allows():
+    doc = dict(EXAMPLE, events=[TEMPLATES["queue.release"]] * 10_001)
+    assert not VALIDATOR.is_valid(doc)
+    with pytest.raises(Invalid, match="too_many_events"):
+        check_batch(doc)
+
+
+def test_nesting_limit_beyond_the_schema():
+    """The one rule the schema does not have: entries nested deeper than MAX_DEPTH."""
+    deep = leaf = {}
+    for _ in range(MAX_DEPTH + 2):
+        leaf["x"] = {}
+        leaf = leaf["x"]
+    event = dict(TEMPLATES["log.entry"], entry={"id": "q1", "action": "X", "deep": deep})
+    assert schema_says(event)
+    with pytest.raises(Invalid, match="too_deep"):
+        check_event(event)
+    shallow = dict(event, entry={"id": "q1", "action": "X", "ok": [{"a": [1, 2]}]})
+    assert we_say(shallow) and schema_says(shallow)
+
+
+# -- every limit in the schema, at its edges --------------------------------------
+def _resolve(node):
+    while "$ref" in node:
+        node = SCHEMA["$defs"][node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+def _edges(prop):
+    """Values at and just beyond the limits the schema sets for one property."""
+    p = _resolve(prop)
+    out = [None, True, [], {}, -1, 1.5]
+    if "minLength" in p or "maxLength" in p or p.get("type") == "string":
+        lo, hi = p.get("minLength", 0), p.get("maxLength", 300)
+        out += ["x" * n for n in {max(lo - 1, 0), lo, hi, hi + 1}]
+    if p.get("type") == "integer":
+        out += [0, 1, 1.0, 2**40, "1"]
+    if "enum" in p:
+        out += list(p["enum"]) + [p["enum"][0].lower() + "x"]
+    return out
+
+
+def _cases():
+    for kind, template in sorted(TEMPLATES.items()):
+        spec = next(_resolve(s) for s in SCHEMA["$defs"]["event"]["oneOf"]
+                    if _resolve(s)["properties"]["type"].get("const") == kind)
+        for name, prop in spec["properties"].items():
+            if name == "type":
+                continue
+            for value in _edges(prop):
+                yield f"{kind}.{name}={str(value)[:12]}", dict(copy.deepcopy(template), **{name: value})
+            if name not in spec["required"] and name in template:
+                yield f"{kind}.-{name}", {k: v for k, v in template.items() if k != name}
+        for name in spec["required"]:
+            yield f"{kind}.-{name}", {k: v for k, v in template.items() if k != name}
+    phases = TEMPLATES["delivery.phases"]
+    phase = phases["phases"][0]
+    for name, prop in _resolve(SCHEMA["$defs"]["phase"])["properties"].items():
+        for value in _edges(prop):
+            yield f"phase.{name}={str(value)[:12]}", dict(phases, phases=[dict(phase, **{name: value})])
+    for n in (0, 1, 3, 4):
+        yield f"phases x{n}", dict(phases, phases=[phase] * n)
+    for n in (32, 33):
+        yield f"attributes x{n}", dict(phases, phases=[dict(phase, attributes={f"a{i}": i for i in range(n)})])
+    for value in (None, [1], {"a": 1}, True, 1.5, "s"):
+        yield f"attribute value {value}", dict(phases, phases=[dict(phase, attributes={"a": value})])
+    entry = TEMPLATES["log.entry"]
+    for key in ("id", "seq", "action"):
+        for value in (None, True, 1, 1.5, "", [], {}):
+            yield f"entry.{key}={value}", dict(entry, entry=dict(entry["entry"], **{key: value}))
+    yield "entry without id", dict(entry, entry={"action": "QUEUED"})
+    yield "entry not an object", dict(entry, entry=["id"])
+
+
+CASES = list(_cases())
+
+
+@pytest.mark.parametrize("event", [c[1] for c in CASES], ids=[c[0] for c in CASES])
+def test_same_verdict_at_every_limit(event):
+    assert we_say(event) == schema_says(event)
+
+
+def test_the_limit_cases_cover_both_verdicts():
+    verdicts = [schema_says(e) for _, e in CASES]
+    assert len(CASES) > 300 and 0.1 < sum(verdicts) / len(verdicts) < 0.9
