@@ -49,6 +49,9 @@ _CACHED = frozenset({
     "mta.smtp.enhanced_status", "mta.delivery.seq", "network.local.address", "network.protocol.name",
     "server.port", "error.type", "mta.transport", "mta.check.type", "mta.check.result",
 })
+# the same for phase spans: their names and the plugin's connection attributes
+_PHASE_CACHED = _CACHED | {"mta.phase", "mta.connect.tries", "mta.connect.addresses", "mta.connection.reused",
+                           "tls.established", "mta.tls.failures"}
 # ZoneMTA entry keys this module maps; anything else of an unknown action goes to mta.entry
 _ENTRY_KEYS = {"id", "seq", "action"}
 
@@ -429,5 +432,5 @@ class MailSignals:
             status = T.STATUS_ERROR if phase.error else 0
             record = T.encode_span(trace_id, ids.phase_span_id(attempt_id, phase.name), attempt_id,
                                    phase.name, T.SPAN_KIND_INTERNAL, phase.start_ns, phase.end_ns,
-                                   ENC(SPAN, attrs, _CACHED), status, phase.error)
+                                   ENC(SPAN, attrs, _PHASE_CACHED), status, phase.error)
             self.spans.add(self.res, record)

@@ -44,10 +44,10 @@ def _phase_attrs(raw: dict) -> dict:
         if want is None:
             continue
         t = type(value)
-        if want is int and t is float and value.is_integer():
-            value, t = int(value), int
         if t is want:
-            out[key] = value[:255] if t is str else value
+            out[key] = value if t is not str or len(value) <= 255 else value[:255]
+        elif want is int and t is float and value.is_integer():
+            out[key] = int(value)
     return out
 
 

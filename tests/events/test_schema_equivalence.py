@@ -33,6 +33,15 @@ def we_say(event) -> bool:
         return False
 
 
+def test_the_fast_paths_take_the_frequent_types():
+    """Only a speed matter: valid frequent events must not fall back to the general check."""
+    from otel_mta.sources.events_schema import _FAST
+    for kind, fast in _FAST.items():
+        assert fast(TEMPLATES[kind]), kind
+    queue = {k: v for k, v in TEMPLATES["message.queue"].items() if k in ("id", "type", "time_ms", "queue_id")}
+    assert _FAST["message.queue"](queue)
+
+
 def test_every_example_event_is_valid_for_both():
     assert len(TEMPLATES) == 8
     for event in EXAMPLE["events"]:
