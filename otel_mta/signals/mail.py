@@ -70,6 +70,19 @@ def _ms_to_ns(ms) -> int:
     return int(round(ms * 1000)) * 1000
 
 
+class _Attempt:
+    """A delivery attempt span, encoded but for its start time."""
+
+    __slots__ = ("span_id", "trace_id", "parent_id", "start_ns", "end_ns", "attrs", "status", "status_msg",
+                 "events", "deadline_ns")
+
+    def __init__(self, span_id, trace_id, parent_id, start_ns, end_ns, attrs, status, status_msg, events):
+        self.span_id, self.trace_id, self.parent_id = span_id, trace_id, parent_id
+        self.start_ns, self.end_ns, self.attrs = start_ns, end_ns, attrs
+        self.status, self.status_msg, self.events = status, status_msg, events
+        self.deadline_ns = 0
+
+
 class MailSignals:
     def __init__(self, *, resources, logs: Batcher, spans: Batcher, metrics: MetricStore,
                  redactor: Redactor, correlator: Correlator, tracker: MessageTracker,
@@ -85,11 +98,15 @@ class MailSignals:
         self.max_held = max_held
         self._held: dict[str, list] = {}        # queue id -> [(deadline_ns, event)]
         self.held = 0
-        # plugin phases (docs/events.md): attempts whose span went out, so that
-        # their phases (which come just after) join at once; phases that came
-        # before their attempt's entry wait for it, like SPAMCHECK for QUEUED
-        self._attempts = BoundedMap(32_768)     # attempt span id -> trace id
-        self._early: dict[bytes, tuple] = {}    # attempt span id -> (deadline, qid, seq, phases, start_ns)
+        # The plugin's delivery phases (docs/events.md) become children of the
+        # attempt span, and the plugin's timing of the attempt is better than
+        # the remote log's. With the events endpoint on (`phases_expected`),
+        # an attempt span waits up to the hold time for its phases; phases
+        # that come before their entry wait for it, like SPAMCHECK for QUEUED.
+        self.phases_expected = False
+        self._waiting: dict[bytes, _Attempt] = {}   # attempt span id -> span waiting for its phases
+        self._early: dict[bytes, tuple] = {}        # attempt span id -> (deadline, qid, seq, phases, start_ns)
+        self._attempts = BoundedMap(32_768)         # attempt span id -> trace id, once the span went out
         self.top_domain = TopN(top_n)
         m = metrics
         self.m_queued = m.counter("mta.message.queued")
@@ -148,6 +165,9 @@ class MailSignals:
         if self._early:
             for attempt_id in [a for a, v in self._early.items() if flush_all or v[0] <= now_ns]:
                 self._release_early(attempt_id)
+        if self._waiting:
+            for attempt_id in [a for a, w in self._waiting.items() if flush_all or w.deadline_ns <= now_ns]:
+                self._attempt_span(self._waiting.pop(attempt_id))
         self.tracker.expire(now_ns, flush_all=flush_all)
 
     def _hold(self, event: MailEvent) -> None:
@@ -285,10 +305,6 @@ class MailSignals:
             self.m_duration.record(timer / 1000.0, self.res, (zone, outcome))
         # span
         span_id = ids.attempt_span_id(qid, event.seq or "", action, defcount)
-        early = self._early.pop(span_id, None) if self._early else None
-        span_start = start_ns
-        if early is not None and early[4] is not None:
-            span_start = min(early[4], end_ns)  # the plugin timed the whole attempt
         if mid is not None and qid not in self.corr.index:
             self.corr.index.put(qid, mid)     # queued before a restart: keep later entries in this trace
         status, status_msg = 0, None
@@ -300,16 +316,20 @@ class MailSignals:
             events = None
             if first_byte is not None and timer is not None:
                 events = [(start_ns + _ms_to_ns(first_byte), "message data started", {})]
-            record = T.encode_span(trace_id, span_id, self.corr.root_span_id(qid), "delivery", T.SPAN_KIND_CLIENT,
-                                   span_start, end_ns, ENC(SPAN, attrs, _CACHED) + ENC(SPAN, extra, _CACHED),
-                                   status, status_msg, events)
-            self.spans.add(self.res, record)
-            if event.phases:
-                self._emit_phases(event, trace_id, span_id)
-            if early is not None:
-                self._phase_spans(trace_id, span_id, qid, event.seq, early[3])
+            attempt = _Attempt(span_id, trace_id, self.corr.root_span_id(qid), start_ns, end_ns,
+                               ENC(SPAN, attrs, _CACHED) + ENC(SPAN, extra, _CACHED), status, status_msg, events)
+            early = self._early.pop(span_id, None) if self._early else None
+            if early is not None:              # the phases came first
+                self._attempt_span(attempt, early[4], qid, event.seq, early[3])
+            elif self.phases_expected and not event.phases:
+                if len(self._waiting) >= self.max_held:
+                    self._attempt_span(self._waiting.pop(next(iter(self._waiting))))
+                attempt.deadline_ns = time.time_ns() + self.hold_ns
+                self._waiting[span_id] = attempt
             else:
-                self._attempts.put(span_id, trace_id)
+                self._attempt_span(attempt)
+                if event.phases:
+                    self._emit_phases(event, trace_id, span_id)
         log_only = {"mta.delivery.duration_ms": int(timer) if timer is not None else None}
         if action == "DEFERRED":
             self.tracker.deferred(qid, end_ns)
@@ -384,18 +404,23 @@ class MailSignals:
     def phases(self, queue_id: str, seq: str, action: str, defcount: int, phases: list,
                start_ns: int | None = None) -> None:
         """The plugin's connect / tls / smtp timing of one attempt (a
-        `delivery.phases` event): child spans of the attempt span.
+        `delivery.phases` event): child spans of the attempt span, whose start
+        becomes the plugin's (`start_ns`, when ZoneMTA fetched the delivery;
+        ZoneMTA's own `timer` misses the connection, and failed attempts
+        have none).
 
-        The attempt's entry usually came first (the plugin reports phases once
-        the outcome is logged); then the children go out now, in its trace.
-        Otherwise they wait up to the hold time for the entry, whose span then
-        takes the plugin's exact start (`start_ns`, when ZoneMTA fetched the
-        delivery) — remote-log entries of failed attempts carry no timing.
+        The entry usually came first and its span waits for this (up to the
+        hold time); if the span went out already, only the children follow;
+        if the entry has not come yet, the phases wait for it.
         """
         d = defcount if action == "DEFERRED" else 0
         attempt_id = ids.attempt_span_id(queue_id, seq, action, d)
+        waiting = self._waiting.pop(attempt_id, None) if self._waiting else None
+        if waiting is not None:
+            self._attempt_span(waiting, start_ns, queue_id, seq, phases)
+            return
         trace_id = self._attempts.pop(attempt_id)
-        if trace_id is not None:
+        if trace_id is not None:               # the span went out already (held too long)
             self._phase_spans(trace_id, attempt_id, queue_id, seq, phases)
             return
         if attempt_id in self._early:
@@ -403,6 +428,17 @@ class MailSignals:
         if len(self._early) >= self.max_held:
             self._release_early(next(iter(self._early)))
         self._early[attempt_id] = (time.time_ns() + self.hold_ns, queue_id, seq, phases, start_ns)
+
+    def _attempt_span(self, a: "_Attempt", plugin_start_ns: int | None = None, queue_id: str | None = None,
+                      seq: str | None = None, phases=None) -> None:
+        """The attempt's CLIENT span; with the plugin's phases, timed by the plugin and with its children."""
+        start = a.start_ns if plugin_start_ns is None else min(plugin_start_ns, a.end_ns)
+        self.spans.add(self.res, T.encode_span(a.trace_id, a.span_id, a.parent_id, "delivery", T.SPAN_KIND_CLIENT,
+                                               start, a.end_ns, a.attrs, a.status, a.status_msg, a.events))
+        if phases is not None:
+            self._phase_spans(a.trace_id, a.span_id, queue_id, seq, phases)
+        else:
+            self._attempts.put(a.span_id, a.trace_id)
 
     def _release_early(self, attempt_id: bytes) -> None:
         """The entry never came (lost, or the remote log is off): children in the message's trace anyway."""

@@ -109,6 +109,7 @@ class Ingest:
         self.mail = pipeline.mail
         self._handle_mail = pipeline.mail.handle
         self.tracker = pipeline.mail.tracker
+        pipeline.mail.phases_expected = True   # attempt spans wait briefly for the plugin's phases
         self._seen = BoundedMap(dedup_window) if dedup_window else None
         m, zonemta = pipeline.metrics, pipeline.resources.zonemta
         self._zonemta = zonemta

@@ -103,11 +103,13 @@ async function release(cmd) {
     return {};
 }
 
-// Raw log:entry hooks, many at once (buffer tests).
+// Many log:entry hooks at once (buffer tests): DELETED entries of distinct queue ids.
+let entryCounter = 0;
 async function entries(cmd) {
     const { handler } = loaded[cmd.handler];
     for (let i = 0; i < cmd.count; i++) {
-        handler.remotelog(cmd.queue_id, false, 'DELETED', { reason: 'test ' + i });
+        const n = entryCounter++;
+        handler.remotelog(cmd.queue_id + n.toString(16).padStart(6, '0'), '001', 'DELETED', { reason: 'test ' + n });
     }
     return {};
 }

@@ -354,3 +354,36 @@ def test_an_entry_without_action_is_refused_not_mapped(capture):
     assert attrs(rec.attributes)["mta.queue_id"] == "12"
     refused = {a["reason"]: pt.as_int for a, pt in rx.last_points("otelmta_receiver_refused_records")}
     assert refused == {"not_an_entry": 1}
+
+
+def test_with_the_events_endpoint_on_an_attempt_span_waits_for_the_plugins_timing(capture, js_encode):
+    """The remote log is faster than the plugin's batches: the attempt span waits
+    (up to the hold time) so that it starts when ZoneMTA fetched the delivery —
+    ZoneMTA's own `timer` starts after the connection was made."""
+    make, rx = capture
+    p = make(channels=2)
+    ingest = Ingest(p)   # the events endpoint is on
+    udp = RemoteLogSource(p, load_settings(environ={}).sources.remote_log)
+    for d in js_encode([ENTRIES[0], ACCEPTED, DEFERRED]):
+        udp.handle_datagram(d)
+    p.flush()
+    assert not [s for _, s in rx.spans() if s.name == "delivery"], "waiting for the plugin"
+    assert [r for _, r in rx.log_records() if attrs(r.attributes)["mta.action"] == "ACCEPTED"], "logs do not wait"
+    now_ms = int(time.time() * 1000)
+    connect = dict(CONNECT, start_ms=now_ms - 900, end_ms=now_ms - 600)
+    smtp = dict(SMTP, start_ms=now_ms - 600, end_ms=now_ms - 10)
+    ingest.batch(batch(phases_event(ACCEPTED, [connect, smtp], attempt_start_ms=now_ms - 950)))
+    p.flush()
+    attempt_id = ids.attempt_span_id(Q, "001", "ACCEPTED", 0)
+    [attempt] = [s for _, s in rx.spans() if s.span_id == attempt_id]
+    assert attempt.start_time_unix_nano == (now_ms - 950) * 1_000_000
+    children = [s for _, s in rx.spans() if s.parent_span_id == attempt_id]
+    assert len(children) == 2 and all(attempt.start_time_unix_nano <= c.start_time_unix_nano for c in children)
+    # the deferred attempt's phases never come: after the hold time it goes out as the remote log timed it
+    collect(p, rx, tick=True)
+    [deferred] = [s for _, s in rx.spans() if s.span_id == ids.attempt_span_id(Q, "002", "DEFERRED", 1)]
+    assert deferred.start_time_unix_nano == deferred.end_time_unix_nano
+    # and phases that come even later still join as children
+    ingest.batch(batch(phases_event(DEFERRED, [dict(CONNECT, error="ETIMEDOUT")], defcount=1)))
+    p.flush()
+    assert [s.name for _, s in rx.spans() if s.parent_span_id == deferred.span_id] == ["connect"]
