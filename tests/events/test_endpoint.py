@@ -276,3 +276,26 @@ async def test_check_reports_a_port_in_use():
     free = await EventsSource(Pipeline(settings, lambda *a: None), settings.sources.events.model_copy(
         update={"endpoint": ("127.0.0.1", 0)})).check()
     assert free.ok and "port is free" in free.detail and "loopback clients only" in free.detail
+
+
+def test_otel_mta_check_says_how_the_endpoint_is_protected(tmp_path, grpc_receiver):
+    import os
+    import subprocess
+    import sys
+    from tests.conftest import free_port
+    base = {**{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+            "OTEL_MTA_REMOTE_LOG_ENDPOINT": "off", "OTEL_MTA_GELF_ENDPOINT": "off", "OTEL_MTA_ZONEMTA_API_URL": "off",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": grpc_receiver.endpoint,
+            "OTEL_MTA_EVENTS_ENDPOINT": f"0.0.0.0:{free_port()}"}
+
+    def check(**env):
+        res = subprocess.run([sys.executable, "-m", "otel_mta", "check"], capture_output=True, text=True,
+                             env={**base, **env}, cwd=tmp_path, timeout=30)
+        assert res.returncode == 0, res.stdout + res.stderr
+        [row] = [r for r in res.stdout.splitlines() if r.startswith("events ")]
+        return row, res.stdout + res.stderr
+
+    row, _ = check()
+    assert " ok " in row and "only loopback clients are served (others get 403)" in row
+    row, out = check(OTEL_MTA_EVENTS_API_KEY=KEY)
+    assert " ok " in row and "X-Api-Key required" in row and KEY not in out
