@@ -30,7 +30,7 @@ class Resource:
         self.attrs = {k: v for k, v in attrs.items() if v is not None and v != ""}
         self.encoded = wire.resource(self.attrs)
         self._key = tuple(sorted(self.attrs.items(), key=lambda kv: kv[0]))
-        self._hash = hash(self._key)  # a key of every metric series and batch group: hashed per event
+        self._hash = hash(self._key)  # hashed for every batch and metric point: once, here
 
     @property
     def service(self) -> str:
@@ -40,7 +40,7 @@ class Resource:
         return self._hash
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Resource) and self._key == other._key
+        return self is other or (isinstance(other, Resource) and self._key == other._key)
 
     def __repr__(self) -> str:
         return f"Resource({self.attrs})"
