@@ -109,6 +109,7 @@ class Ingest:
         self.mail = pipeline.mail
         self._handle_mail = pipeline.mail.handle
         self.tracker = pipeline.mail.tracker
+        self._index = pipeline.mail.corr.index
         pipeline.mail.phases_expected = True   # attempt spans wait briefly for the plugin's phases
         self._seen = BoundedMap(dedup_window) if dedup_window else None
         m, zonemta = pipeline.metrics, pipeline.resources.zonemta
@@ -200,7 +201,7 @@ class Ingest:
     def _message_queue(self, ev: dict, source: dict) -> None:
         # QUEUED (log.entry or remote log) counts the message; this only teaches the index
         mid = ev.get("message_id")
-        if mid:
+        if mid and ev["queue_id"] not in self._index:   # message.headers usually taught it already
             self.mail.learn(ev["queue_id"], mid)
 
     def _phases(self, ev: dict, source: dict) -> None:
