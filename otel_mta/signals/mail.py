@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import OrderedDict
 from datetime import datetime, timezone
 
 import orjson
@@ -104,8 +105,9 @@ class MailSignals:
         # an attempt span waits up to the hold time for its phases; phases
         # that come before their entry wait for it, like SPAMCHECK for QUEUED.
         self.phases_expected = False
-        self._waiting: dict[bytes, _Attempt] = {}   # attempt span id -> span waiting for its phases
-        self._early: dict[bytes, tuple] = {}        # attempt span id -> (deadline, qid, seq, phases, start_ns)
+        # ordered: taken from the front as they expire (a plain dict's first key gets slow to find)
+        self._waiting: OrderedDict[bytes, _Attempt] = OrderedDict()   # attempt span id -> span waiting
+        self._early: OrderedDict[bytes, tuple] = OrderedDict()        # id -> (deadline, qid, seq, phases, start)
         self._attempts = BoundedMap(32_768)         # attempt span id -> trace id, once the span went out
         self.top_domain = TopN(top_n)
         m = metrics
@@ -162,12 +164,17 @@ class MailSignals:
                     for _, event in waiting:
                         self.held -= 1
                         self._emit(event)
-        if self._early:
-            for attempt_id in [a for a, v in self._early.items() if flush_all or v[0] <= now_ns]:
-                self._release_early(attempt_id)
-        if self._waiting:
-            for attempt_id in [a for a, w in self._waiting.items() if flush_all or w.deadline_ns <= now_ns]:
-                self._attempt_span(self._waiting.pop(attempt_id))
+        # both are in deadline order (insertion order): stop at the first still waiting
+        while self._early:
+            attempt_id, v = next(iter(self._early.items()))
+            if v[0] > now_ns and not flush_all:
+                break
+            self._release_early(attempt_id)
+        while self._waiting:
+            attempt_id, w = next(iter(self._waiting.items()))
+            if w.deadline_ns > now_ns and not flush_all:
+                break
+            self._attempt_span(self._waiting.pop(attempt_id))
         self.tracker.expire(now_ns, flush_all=flush_all)
 
     def _hold(self, event: MailEvent) -> None:
