@@ -160,7 +160,7 @@ class EventsSettings(_Model):
     api_key: Annotated[str | None, BeforeValidator(lambda v: v if v is None or str(v).strip() else None)] = None
     max_body: Annotated[Size, Field(ge=1024)] = 8 << 20     # request body, compressed and decompressed
     max_events: Annotated[int, Field(ge=1, le=10_000)] = 10_000  # per batch (the schema's maxItems)
-    dedup_window: Annotated[int, Field(ge=0)] = 200_000     # event ids remembered to drop retried ones
+    dedup_window: Annotated[int, Field(ge=0)] = 100_000     # event ids remembered to drop retried ones (~90 B each)
     read_timeout: Annotated[Duration, Field(gt=0)] = 30.0   # to receive a whole request body
 
 

@@ -387,3 +387,11 @@ def test_with_the_events_endpoint_on_an_attempt_span_waits_for_the_plugins_timin
     ingest.batch(batch(phases_event(DEFERRED, [dict(CONNECT, error="ETIMEDOUT")], defcount=1)))
     p.flush()
     assert [s.name for _, s in rx.spans() if s.parent_span_id == deferred.span_id] == ["connect"]
+
+
+def test_the_duplicate_window_is_bounded():
+    from otel_mta.sources.events_ingest import IdWindow
+    w = IdWindow(3)
+    assert [w.seen(i) for i in ("a", "b", "a", "c", "d")] == [False, False, True, False, False]
+    assert w.seen("a") is False, "a left the window when d came"
+    assert len(w._set) == len(w._order) == 3
