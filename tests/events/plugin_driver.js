@@ -114,7 +114,19 @@ async function entries(cmd) {
     return {};
 }
 
+// Many ACCEPTED entries at once, shaped as lib/sender.js logs them (big batches).
+async function accepted(cmd) {
+    const { handler } = loaded[cmd.handler];
+    const delivery = h.senderDelivery();
+    for (let i = 0; i < cmd.count; i++) {
+        const n = entryCounter++;
+        handler.remotelog(cmd.queue_id + n.toString(16).padStart(6, '0'), '001', 'ACCEPTED', h.acceptedData(delivery));
+    }
+    return {};
+}
+
 const OPS = {
+    accepted,
     load,
     message,
     deliver,
