@@ -151,7 +151,23 @@ class RemoteLogSettings(_Model):
 
 
 class GelfSettings(_Model):
-    endpoint: Endpoint = ("0.0.0.0", 12201)
+    """GELF server (docs/gelf.md). Limits follow Graylog's inputs where it has one."""
+    endpoint: Endpoint = ("0.0.0.0", 12201)              # UDP and TCP on the same port
+    http_endpoint: Endpoint = None                        # GELF over HTTP (POST /gelf), off by default
+    receive_buffer: Size = 4 << 20                        # UDP socket buffer (kernel caps it at rmem_max)
+    max_message_size: Size = 1 << 20                      # decompressed / TCP frame / HTTP body cap
+    max_fields: Annotated[int, Field(ge=8)] = 256         # fields per message
+    max_depth: Annotated[int, Field(ge=1)] = 8            # nesting of object/array field values
+    chunk_timeout: Annotated[Duration, Field(gt=0)] = 5.0  # Graylog's: all chunks within 5 s
+    max_chunk_sets: Annotated[int, Field(ge=1)] = 1000    # incomplete chunked messages held
+    max_chunk_bytes: Size = 32 << 20                      # bytes of chunks held
+    tcp_max_connections: Annotated[int, Field(ge=1)] = 256
+    tcp_idle_timeout: Annotated[Duration, Field(gt=0)] = 300.0
+    max_hosts: Annotated[int, Field(ge=1)] = 1000         # distinct (service, host) resources
+    # `_component` / `facility` value -> producer (zonemta | wildduck | haraka | any service name)
+    producers: dict[str, str] = Field(default_factory=lambda: {
+        "mta": "zonemta", "zonemta": "zonemta", "zone-mta": "zonemta",
+        "wildduck": "wildduck", "haraka": "haraka"})
 
 
 class EventsSettings(_Model):
@@ -273,6 +289,7 @@ ENV: dict[str, tuple[tuple[str, ...], Any]] = {
     "OTEL_RESOURCE_ATTRIBUTES": (("resource", "attributes"), _kv_list),
     "OTEL_MTA_REMOTE_LOG_ENDPOINT": (("sources", "remote_log", "endpoint"), str),
     "OTEL_MTA_GELF_ENDPOINT": (("sources", "gelf", "endpoint"), str),
+    "OTEL_MTA_GELF_HTTP_ENDPOINT": (("sources", "gelf", "http_endpoint"), str),
     "OTEL_MTA_EVENTS_ENDPOINT": (("sources", "events", "endpoint"), str),
     "OTEL_MTA_EVENTS_API_KEY": (("sources", "events", "api_key"), str),
     "OTEL_MTA_ZONEMTA_API_URL": (("sources", "zonemta_api", "url"), str),

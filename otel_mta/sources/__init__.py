@@ -3,12 +3,15 @@ from __future__ import annotations
 
 
 def enabled_sources(settings, pipeline) -> list:
+    from otel_mta.sources.gelf import GelfSource
     from otel_mta.sources.remote_log import RemoteLogSource
 
     s = settings.sources
     sources = []
     if s.remote_log.endpoint:
         sources.append(RemoteLogSource(pipeline, s.remote_log))
+    if s.gelf.endpoint:
+        sources.append(GelfSource(pipeline, s.gelf))
     return sources
 
 
