@@ -111,6 +111,7 @@ class GelfMapper:
         self.producers = {k.lower(): v for k, v in settings.producers.items()}
         self.zonemta_service = pipeline.settings.resource.zonemta_service_name
         self.max_hosts = settings.max_hosts
+        self._services = {self.zonemta_service, WILDDUCK, HARAKA, *self.producers.values()}
         self._resources: dict = {}
         self._names: dict = {}             # GELF key -> attribute key (bounded)
         self.hosts_overflowed = 0
@@ -153,17 +154,22 @@ class GelfMapper:
             return known, known
         return "generic", known
 
-    def resource(self, service: str, host):
-        """The (service, host) resource; beyond max_hosts distinct pairs, the
-        host is left out so a hostile sender cannot grow memory."""
+    def admit(self, service: str, host) -> tuple:
+        """The (service, host) to put in the resource. Beyond max_hosts distinct
+        pairs, the host (and an unknown service) is left out of the resource and
+        kept as an attribute instead, so a hostile sender cannot grow memory."""
         key = (service, host)
-        res = self._resources.get(key)
-        if res is None:
-            if len(self._resources) >= self.max_hosts:
-                self.hosts_overflowed += 1
-                return self.pipeline.resources.producer(service, None)
-            res = self._resources[key] = self.pipeline.resources.producer(service, host)
-        return res
+        if key in self._resources:
+            return key
+        if len(self._resources) < self.max_hosts:
+            self._resources[key] = self.pipeline.resources.producer(service, host)
+            return key
+        self.hosts_overflowed += 1
+        known = service in self._services or (service, None) in self._resources
+        key = (service, None) if known else ("unknown_service", None)
+        if key not in self._resources:
+            self._resources[key] = self.pipeline.resources.producer(*key)
+        return key
 
     # -- the record --------------------------------------------------------------
     def map(self, msg: dict, observed_ns: int) -> LogLine:
@@ -182,6 +188,13 @@ class GelfMapper:
         host = host[:255] if type(host) is str and host else None
         red = self.red
         attrs: dict = {}
+        key = self.admit(service, host)
+        if key[1] != host:
+            attrs["gelf.host"] = host
+        if key[0] != service:
+            attrs["gelf.service"] = service
+        service, host = key
+        res = self._resources[key]
         personal: list = []              # raw personal values to mask in text
         qid = mid = target_qid = None
         names = self._names
@@ -242,7 +255,7 @@ class GelfMapper:
             m = _ZONEMTA_CODE.match(short)
             if m:
                 code = attrs["zonemta.code"] = m.group(2)
-                self.m_zonemta_errors.add(1, self.resource(service, host), (self.top_code(code),))
+                self.m_zonemta_errors.add(1, res, (self.top_code(code),))
         elif kind == WILDDUCK:
             action = attrs.get("wildduck.action")
             failed = "_error" in msg or "_exception" in msg or msg.get("_forwarded") == "no"
@@ -255,7 +268,7 @@ class GelfMapper:
                 result = "success" if auth == "success" else "failure"
             if action is not None:
                 attrs["wildduck.result"] = result
-                self.m_actions.add(1, self.resource(service, host), (self.top_action(str(action)), result))
+                self.m_actions.add(1, res, (self.top_action(str(action)), result))
         # severity
         if level is not None:
             sev, sev_text = SYSLOG_SEVERITY[level], SYSLOG_TEXT[level]
