@@ -24,19 +24,20 @@ _K8S_ENV = {
 class Resource:
     """An immutable resource with its OTLP encoding computed once."""
 
-    __slots__ = ("attrs", "encoded", "_key")
+    __slots__ = ("attrs", "encoded", "_key", "_hash")
 
     def __init__(self, attrs: dict):
         self.attrs = {k: v for k, v in attrs.items() if v is not None and v != ""}
         self.encoded = wire.resource(self.attrs)
         self._key = tuple(sorted(self.attrs.items(), key=lambda kv: kv[0]))
+        self._hash = hash(self._key)  # resources key every batch and metric series: hash once
 
     @property
     def service(self) -> str:
         return self.attrs.get("service.name", "")
 
     def __hash__(self) -> int:
-        return hash(self._key)
+        return self._hash
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Resource) and self._key == other._key

@@ -52,12 +52,14 @@ class Gelf:
         return [(res, attrs(r.attributes), r) for res, r in got]
 
     def export_metrics(self) -> None:
+        self.source.flush_counts()
         collected = self.pipeline.metrics.collect()
         if collected:
             self._submit("metrics", collected[0], collected[1])
 
     def counter(self, name: str) -> dict:
         """{attribute values tuple: value} of a counter, over all resources."""
+        self.source.flush_counts()
         out: dict = {}
         for (_, values), v in self.pipeline.metrics.counter(name).series.items():
             out[values] = out.get(values, 0) + v

@@ -205,13 +205,15 @@ class GelfMapper:
         host = host[:255] if type(host) is str and host else None
         red = self.red
         attrs: dict = {}
-        key = self.admit(service, host)
-        if key[1] != host:
-            attrs["gelf.host"] = host
-        if key[0] != service:
-            attrs["gelf.service"] = service
-        service, host = key
-        res = self._resources[key]
+        res = self._resources.get((service, host))
+        if res is None:
+            key = self.admit(service, host)
+            if key[1] != host:
+                attrs["gelf.host"] = host
+            if key[0] != service:
+                attrs["gelf.service"] = service
+            service, host = key
+            res = self._resources[key]
         personal: list = []              # raw personal values to mask in text
         qid = mid = target_qid = None
         names = self._names
