@@ -210,7 +210,8 @@ async def test_tcp_connection_limit_and_idle_timeout(gelf):
 async def test_real_socket_garbage_does_not_stop_the_listener(gelf):
     g = await gelf()
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for d in [b"", b"\x1e", b"\x1f\x8b", b"\x78\x9c", os.urandom(1000), b"\x1e\x0f" + os.urandom(60), OK]:
+    rng = __import__("random").Random(7)
+    for d in [b"", b"\x1e", b"\x1f\x8b", b"\x78\x9c", b"x" + rng.randbytes(1000), b"\x1e\x0f" + bytes(60), OK]:
         s.sendto(d, ("127.0.0.1", g.port))
     assert [r.body.string_value for _, _, r in await g.records(1)] == ["still serving"]
     assert sum(g.refused().values()) == 6

@@ -62,19 +62,27 @@ class GelfSource(Source):
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
-        self.udp.start()
-        self.port = self.udp.port  # port 0: TCP takes the port UDP was given
-        self.tcp = TcpListener(self.host, self.port, self.handle_frame, self._refuse_tcp,
-                               s.tcp_max_connections, self.max_size, s.tcp_idle_timeout)
+        for attempt in range(20):
+            self.udp.port = self.port
+            self.udp.start()
+            self.tcp = TcpListener(self.host, self.udp.port, self.handle_frame, self._refuse_tcp,
+                                   s.tcp_max_connections, self.max_size, s.tcp_idle_timeout)
+            try:
+                await self.tcp.start()
+                break
+            except OSError:
+                self.udp.stop()
+                # port 0: UDP picked a port whose TCP twin is taken; pick again
+                if self.port != 0 or attempt == 19:
+                    raise
+        self.port = self.udp.port
         try:
-            await self.tcp.start()
             if s.http_endpoint:
                 self.http = HttpListener(s.http_endpoint[0], s.http_endpoint[1], self.handle_http, self.max_size)
                 await self.http.start()
         except OSError:
             self.udp.stop()
-            if self.tcp.server is not None:
-                await self.tcp.stop()
+            await self.tcp.stop()
             raise
         self._tick()
         self.ready = True

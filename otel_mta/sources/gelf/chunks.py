@@ -61,18 +61,19 @@ class Reassembler:
     # -- format --------------------------------------------------------------
     def _kind(self, data, peer) -> str:
         n = len(data)
-        spec = n > 12 and data[10] < data[11] <= MAX_CHUNKS
-        npm = n > 5 and data[3] < data[4] and 2 <= data[4] <= MAX_CHUNKS
+        spec = n > 12 and data[10] < data[11]
+        npm = n > 5 and data[3] < data[4] and data[4] >= 2
         learned = self._kinds.get(peer)
-        if learned is SPEC and spec or learned is NPM and npm:
-            return learned
-        if npm and (not spec or (data[3] == 0 and is_zlib(data[5:7])) or (peer, data[2]) in self.sets):
-            return NPM
-        if spec:
-            return SPEC
-        if (n > 12 and data[10] < data[11]) or (n > 5 and data[3] < data[4]):
+        if not (learned is SPEC and spec or learned is NPM and npm):
+            if npm and (not spec or (data[3] == 0 and is_zlib(data[5:7])) or (peer, data[2]) in self.sets):
+                learned = NPM
+            elif spec:
+                learned = SPEC
+            else:
+                raise GelfError("bad_chunk")
+        if (data[4] if learned is NPM else data[11]) > MAX_CHUNKS:
             raise GelfError("too_many_chunks")
-        raise GelfError("bad_chunk")
+        return learned
 
     def confirm(self, peer, kind: str) -> None:
         """The payload of a `kind` set from `peer` decoded: read its chunks so."""

@@ -28,11 +28,11 @@ class GelfError(Exception):
 
 
 def is_zlib(data) -> bool:
-    return len(data) > 2 and data[0] == 0x78 and ((data[0] << 8) | data[1]) % 31 == 0
+    return len(data) >= 2 and data[0] == 0x78 and ((data[0] << 8) | data[1]) % 31 == 0
 
 
 def is_gzip(data) -> bool:
-    return len(data) > 2 and data[0] == 0x1F and data[1] == 0x8B
+    return len(data) >= 2 and data[0] == 0x1F and data[1] == 0x8B
 
 
 def inflate(data, max_size: int) -> bytes:
