@@ -130,6 +130,7 @@ class GelfMapper:
         self.max_hosts = settings.max_hosts
         self._services = {self.zonemta_service, WILDDUCK, HARAKA, *self.producers.values()}
         self._resources: dict = {}
+        self._by_component: dict = {}      # `_component`/facility -> known producer or False (bounded)
         self._names: dict = {}             # GELF key -> attribute key (bounded)
         self.hosts_overflowed = 0
         m = pipeline.metrics
@@ -150,15 +151,20 @@ class GelfMapper:
         if type(comp) is not str:
             comp = msg.get("facility")
         if type(comp) is str:
-            known = self.producers.get(comp.lower())
-            if known is not None:
+            known = self._by_component.get(comp)
+            if known is None:
+                known = self.producers.get(comp.lower(), False)
+                if len(self._by_component) < 1000:
+                    self._by_component[comp] = known
+            if known:
                 return self._kind(known)
         if "_mail_action" in msg:
             return WILDDUCK, WILDDUCK
-        m = _ZONEMTA_CODE.match(short)
-        if m and m.group(2) in ZONEMTA_CODES:
-            return ZONEMTA, self.zonemta_service
-        if _HARAKA_LINE.match(short) or ("_plugin" in msg and "_uuid" in msg):
+        if " [" in short[:48]:   # cheap test before the regular expression
+            m = _ZONEMTA_CODE.match(short)
+            if m and m.group(2) in ZONEMTA_CODES:
+                return ZONEMTA, self.zonemta_service
+        if short[:1] == "[" and _HARAKA_LINE.match(short) or ("_plugin" in msg and "_uuid" in msg):
             return HARAKA, HARAKA
         if type(comp) is str and comp:
             return "generic", comp[:64]
@@ -314,7 +320,7 @@ class GelfMapper:
         if kind == ZONEMTA and qid is not None and trace_id is not None:
             span_id = self.corr.root_span_id(qid)
         # body: addresses and echoed personal values masked
-        body = red.text(short)
+        body = red.text(short) if "@" in short else short
         if personal:
             for raw in personal:
                 if raw in body:
