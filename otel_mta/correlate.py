@@ -6,17 +6,22 @@ message.headers events) teach a bounded queue-id -> Message-ID index.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from otel_mta import ids
 from otel_mta.model import MailEvent
 
 
 class BoundedMap:
-    """A dict that forgets its oldest keys beyond `capacity` (FIFO, O(1))."""
+    """A dict that forgets its oldest keys beyond `capacity` (FIFO, O(1)).
+
+    An OrderedDict: deleting a plain dict's first key over and over leaves
+    holes that `next(iter(d))` walks past, ~2.5 us per eviction at 4096 keys."""
 
     __slots__ = ("_data", "capacity", "evicted")
 
     def __init__(self, capacity: int):
-        self._data: dict = {}
+        self._data: OrderedDict = OrderedDict()
         self.capacity = capacity
         self.evicted = 0
 
@@ -32,7 +37,7 @@ class BoundedMap:
     def put(self, key, value) -> None:
         data = self._data
         if key not in data and len(data) >= self.capacity:
-            del data[next(iter(data))]
+            data.popitem(last=False)
             self.evicted += 1
         data[key] = value
 

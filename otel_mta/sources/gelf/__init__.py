@@ -19,7 +19,7 @@ import time
 from otel_mta.pipeline import RateLimitedLog
 from otel_mta.sources.base import CheckResult, Source
 from otel_mta.sources.gelf.chunks import Reassembler
-from otel_mta.sources.gelf.decode import GelfError, decode
+from otel_mta.sources.gelf.decode import GelfError, decode, parse_json
 from otel_mta.sources.gelf.http import HttpListener
 from otel_mta.sources.gelf.mapping import CACHED, GelfMapper
 from otel_mta.sources.gelf.tcp import TcpListener
@@ -128,6 +128,10 @@ class GelfSource(Source):
     def handle_datagram(self, data: bytes, peer=None) -> None:
         p = self.pipeline
         try:
+            if data[:1] == b"{" and len(data) <= self.max_size:   # plain JSON: the common case, no detours
+                self._emit(self.mapper.map(parse_json(data), time.time_ns()), CACHED)
+                self._counts["udp"] += 1
+                return
             if len(data) > 1 and data[0] == 0x1E and data[1] == 0x0F:
                 done = self.chunks.add(data, peer, time.monotonic_ns())
                 if done is None:

@@ -25,6 +25,7 @@ import re
 import orjson
 
 from otel_mta import ids
+from otel_mta.correlate import BoundedMap
 from otel_mta.model import LogLine
 from otel_mta.privacy import TopN
 from otel_mta.sources.gelf.decode import GelfError, depth_ok
@@ -130,6 +131,7 @@ class GelfMapper:
         self.max_hosts = settings.max_hosts
         self._services = {self.zonemta_service, WILDDUCK, HARAKA, *self.producers.values()}
         self._resources: dict = {}
+        self._traces = BoundedMap(8192)      # "mid:..." / "qid:..." -> trace id
         self._by_component: dict = {}      # `_component`/facility -> known producer or False (bounded)
         self._names: dict = {}             # GELF key -> attribute key (bounded)
         self.hosts_overflowed = 0
@@ -310,13 +312,13 @@ class GelfMapper:
             if mid is not None:
                 attrs["mta.message_id"] = mid
         if mid is not None:
-            trace_id = ids.trace_id_for(mid, None)
+            trace_id = self._trace("mid:" + mid, mid, None)
             if qid is not None:
                 self.corr.learn(qid, mid)
             if target_qid is not None:
                 self.corr.learn(target_qid, mid)
         elif qid is not None:
-            trace_id = ids.trace_id_for(None, qid)
+            trace_id = self._trace("qid:" + qid, None, qid)
         if kind == ZONEMTA and qid is not None and trace_id is not None:
             span_id = self.corr.root_span_id(qid)
         # body: addresses and echoed personal values masked
@@ -333,6 +335,15 @@ class GelfMapper:
                 attrs["gelf.full_message"] = full
         time_ns = _seconds_to_ns(msg.get("timestamp")) or observed_ns
         return LogLine(time_ns, observed_ns, sev, sev_text, body, attrs, service, host, trace_id, span_id)
+
+    def _trace(self, key: str, mid, qid) -> bytes | None:
+        """The shared derivation (ids.trace_id_for), cached: one message logs
+        several lines (WildDuck logs each filter step with its Message-ID)."""
+        trace = self._traces.get(key)
+        if trace is None:
+            trace = ids.trace_id_for(mid, qid)
+            self._traces.put(key, trace)
+        return trace
 
     def _personal(self, how: int, name: str, value, attrs: dict, personal: list) -> None:
         red = self.red
