@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 
 from otel_mta.pipeline import RateLimitedLog
@@ -115,7 +116,15 @@ class GelfSource(Source):
             sock = bind_udp(self.host, self.port, 0)
         except OSError as err:
             return CheckResult(self.name, self.endpoint, False, f"cannot bind UDP: {err.strerror}")
-        sock.close()
+        try:
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as tcp:
+                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                tcp.bind((self.host, sock.getsockname()[1]))
+        except OSError as err:
+            return CheckResult(self.name, self.endpoint, False, f"cannot bind TCP: {err.strerror}")
+        finally:
+            sock.close()
         return CheckResult(self.name, self.endpoint, True,
                            "port is free; WildDuck/ZoneMTA: log.gelf = {enabled: true, options: "
                            "{graylogHostname, graylogPort: %d}}" % self.port)

@@ -64,16 +64,26 @@ class Reassembler:
         spec = n > 12 and data[10] < data[11]
         npm = n > 5 and data[3] < data[4] and data[4] >= 2
         learned = self._kinds.get(peer)
-        if not (learned is SPEC and spec or learned is NPM and npm):
-            if npm and (not spec or (data[3] == 0 and is_zlib(data[5:7])) or (peer, data[2]) in self.sets):
-                learned = NPM
-            elif spec:
-                learned = SPEC
-            else:
-                raise GelfError("bad_chunk")
-        if (data[4] if learned is NPM else data[11]) > MAX_CHUNKS:
+        if learned is SPEC and spec or learned is NPM and npm:
+            kind = learned
+        elif npm and ((data[3] == 0 and is_zlib(data[5:7])) or (peer, data[2]) in self.sets):
+            kind = NPM
+        elif spec and data[11] <= MAX_CHUNKS and not (npm and self._mismatch(peer, data)):
+            kind = SPEC
+        elif npm and data[4] <= MAX_CHUNKS:
+            kind = NPM
+        elif spec or npm:
             raise GelfError("too_many_chunks")
-        return learned
+        else:
+            raise GelfError("bad_chunk")
+        if (data[4] if kind is NPM else data[11]) > MAX_CHUNKS:
+            raise GelfError("too_many_chunks")
+        return kind
+
+    def _mismatch(self, peer, data) -> bool:
+        """A spec reading that contradicts the pending set it would join."""
+        pending = self.sets.get((peer, data[2:10]))
+        return pending is not None and pending.count != data[11]
 
     def confirm(self, peer, kind: str) -> None:
         """The payload of a `kind` set from `peer` decoded: read its chunks so."""
@@ -89,24 +99,25 @@ class Reassembler:
             key, seq, count = (peer, data[2]), data[3], data[4]
         else:
             key, seq, count = (peer, data[2:10]), data[10], data[11]
-        payload = data[HEADER[kind]:]
         chunk_set = self.sets.get(key)
         if chunk_set is None:
             if len(self.sets) >= self.max_sets:
                 self._evict("chunk_sets_full")
             chunk_set = self.sets[key] = ChunkSet(count, now_ns, kind)
+            if kind is NPM and self._kinds.get(peer) is None:
+                self._adopt(peer, data[2], chunk_set)
         elif chunk_set.count != count:
             raise GelfError("chunk_count_mismatch")
         if chunk_set.parts[seq] is not None:
             self._on_drop("duplicate_chunk")
             return None
-        size = len(payload)
+        size = len(data)
         while self.bytes + size > self.max_bytes and len(self.sets) > 1:
             self._evict("chunk_bytes_full", skip=key)
         if self.bytes + size > self.max_bytes:
             self._drop(key, "chunk_bytes_full")
             return None
-        chunk_set.parts[seq] = payload
+        chunk_set.parts[seq] = data   # whole datagrams: no copy now, headers cut when joined
         chunk_set.got += 1
         chunk_set.size += size
         self.bytes += size
@@ -114,7 +125,25 @@ class Reassembler:
             return None
         del self.sets[key]
         self.bytes -= chunk_set.size
-        return b"".join(chunk_set.parts), kind
+        cut = HEADER[kind]
+        return b"".join([d[cut:] for d in chunk_set.parts]), kind
+
+    def _adopt(self, peer, msg_id: int, npm_set: ChunkSet) -> None:
+        """A new npm-gelf set from a sender not seen before: chunks of it that
+        arrived before its first chunk were read as the spec format; move them."""
+        for key in [k for k, cs in self.sets.items() if k[0] == peer and cs.kind is SPEC]:
+            spec_set = self.sets[key]
+            for i, d in enumerate(spec_set.parts):
+                if d is not None and d[2] == msg_id and d[4] == npm_set.count and d[3] < d[4] \
+                        and npm_set.parts[d[3]] is None:
+                    npm_set.parts[d[3]] = d
+                    npm_set.got += 1
+                    npm_set.size += len(d)
+                    spec_set.parts[i] = None
+                    spec_set.got -= 1
+                    spec_set.size -= len(d)
+            if spec_set.got == 0:
+                del self.sets[key]
 
     def _drop(self, key, reason: str) -> None:
         chunk_set = self.sets.pop(key)
