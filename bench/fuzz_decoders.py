@@ -154,6 +154,8 @@ def fuzz_gelf(n: int, rng: random.Random) -> dict:
         if chunks.bytes > chunks.max_bytes or len(chunks) > chunks.max_sets:
             fail(f"chunk buffer over its caps: {len(chunks)} sets, {chunks.bytes} bytes", data)
         high_sets, high_bytes = max(high_sets, len(chunks)), max(high_bytes, chunks.bytes)
+        if i % 1000 == 0 and sum(map(len, chunks._spec_keys.values())) > len(chunks):
+            fail("the chunk index outgrew the pending sets", data)
         if i % 50_000 == 0:
             chunks.expire(time.monotonic_ns())
             pipeline.flush()

@@ -53,6 +53,7 @@ class Reassembler:
         self.sets: OrderedDict = OrderedDict()  # key -> ChunkSet, oldest first (O(1) at both ends)
         self.bytes = 0                  # chunk data held
         self._kinds = BoundedMap(peers)  # peer -> format that last decoded
+        self._spec_keys: dict = {}       # peer -> keys of its pending spec sets (for _adopt)
         self._on_drop = on_drop or (lambda reason, n=1: None)
 
     def __len__(self) -> int:
@@ -104,6 +105,8 @@ class Reassembler:
             if len(self.sets) >= self.max_sets:
                 self._evict("chunk_sets_full")
             chunk_set = self.sets[key] = ChunkSet(count, now_ns, kind)
+            if kind is SPEC:
+                self._spec_keys.setdefault(peer, set()).add(key)
             if kind is NPM and self._kinds.get(peer) is None:
                 self._adopt(peer, data[2], chunk_set)
         elif chunk_set.count != count:
@@ -123,15 +126,14 @@ class Reassembler:
         self.bytes += size
         if chunk_set.got < chunk_set.count:
             return None
-        del self.sets[key]
-        self.bytes -= chunk_set.size
+        self._remove(key)
         cut = HEADER[kind]
         return b"".join([d[cut:] for d in chunk_set.parts]), kind
 
     def _adopt(self, peer, msg_id: int, npm_set: ChunkSet) -> None:
         """A new npm-gelf set from a sender not seen before: chunks of it that
         arrived before its first chunk were read as the spec format; move them."""
-        for key in [k for k, cs in self.sets.items() if k[0] == peer and cs.kind is SPEC]:
+        for key in list(self._spec_keys.get(peer, ())):
             spec_set = self.sets[key]
             for i, d in enumerate(spec_set.parts):
                 if d is not None and d[2] == msg_id and d[4] == npm_set.count and d[3] < d[4] \
@@ -143,11 +145,20 @@ class Reassembler:
                     spec_set.got -= 1
                     spec_set.size -= len(d)
             if spec_set.got == 0:
-                del self.sets[key]
+                self._remove(key)
 
-    def _drop(self, key, reason: str) -> None:
+    def _remove(self, key) -> ChunkSet:
         chunk_set = self.sets.pop(key)
         self.bytes -= chunk_set.size
+        if chunk_set.kind is SPEC:
+            keys = self._spec_keys[key[0]]
+            keys.discard(key)
+            if not keys:
+                del self._spec_keys[key[0]]
+        return chunk_set
+
+    def _drop(self, key, reason: str) -> None:
+        self._remove(key)
         self._on_drop(reason)
 
     def _evict(self, reason: str, skip=None) -> None:
