@@ -216,3 +216,33 @@ async def test_real_socket_garbage_does_not_stop_the_listener(gelf):
     assert [r.body.string_value for _, _, r in await g.records(1)] == ["still serving"]
     assert sum(g.refused().values()) == 6
     s.close()
+
+
+# -- HTTP ----------------------------------------------------------------------------
+def _post(port: int, body: bytes, headers: dict | None = None) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/gelf", data=body, method="POST", headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+async def test_http_answers_and_limits(gelf):
+    from tests.conftest import free_port
+    port = free_port()
+    g = await gelf({"OTEL_MTA_GELF_HTTP_ENDPOINT": f"127.0.0.1:{port}", "OTEL_MTA_GELF_ENDPOINT": "127.0.0.1:0"})
+    bomb = gzip.compress(b'{"short_message":"' + b"A" * (50 << 20) + b'"}')
+    results = [await asyncio.to_thread(_post, port, body, hdr) for body, hdr in [
+        (message("over http"), {}),
+        (gzip.compress(message("gzipped")), {"Content-Encoding": "gzip"}),
+        (b"{nope", {}),
+        (bomb, {"Content-Encoding": "gzip"}),
+        (b"x" * (2 << 20), {}),
+    ]]
+    assert [code for code, _ in results] == [202, 202, 400, 413, 413]
+    assert results[2][1].strip() == "invalid_json"
+    assert sorted(r.body.string_value for _, _, r in await g.records(2)) == ["gzipped", "over http"]
+    assert g.refused() == {"invalid_json": 1, "too_large": 2}

@@ -255,7 +255,9 @@ class GelfMapper:
                     value = orjson.dumps(value).decode() if depth_ok(value, self.max_depth) else None
                 attrs[name] = red.text(value) if type(value) is str else value
             elif how == TEXT:
-                attrs[name] = red.text(value if type(value) is str else str(value))
+                if type(value) is not str:
+                    value = orjson.dumps(value).decode() if depth_ok(value, self.max_depth) else str(type(value))
+                attrs[name] = red.text(value)
             elif how == QID:
                 if type(value) in (str, int):
                     qid = attrs[name] = str(value)
