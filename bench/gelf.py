@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """GELF over UDP -> OTLP logs over gRPC to a receiver in another process.
 
-Prints messages per CPU-second of the sidecar (decoded, mapped, encoded and
-exported) and loss, for small uncompressed datagrams, the same zlib-compressed,
-and chunked messages (npm `gelf` headers, 'wan' 1420-byte chunks, as ZoneMTA and
-WildDuck send); then loss at a sustained rate (default 20,000/s for 60 s); and,
-when the Collector distribution is built with the udplog receiver
-(collector-config/build.sh), the Collector's udplog receiver + json_parser on the
-same uncompressed datagrams in the same run, as a baseline.
+Prints messages per CPU-second of the sidecar process (received, decoded,
+mapped, encoded and exported; all threads) and loss, for small uncompressed
+datagrams, WildDuck-shaped ones plain and zlib-compressed, and chunked ones
+(npm `gelf` headers, 'wan' 1420-byte chunks, as ZoneMTA and WildDuck send);
+then loss at a sustained rate (default 20,000/s for 60 s); and the Collector's
+udplog receiver + json_parser on the same small datagrams in the same run, as
+a baseline (bench/otelcol-udplog/build.sh builds that Collector from Go
+modules on first use; --no-baseline skips it).
 
     python bench/gelf.py [--rate 60000] [--seconds 6] [--steady-rate 20000] [--steady-seconds 60]
 """
@@ -92,15 +93,15 @@ def start_sidecar(port: int, sink_port: int) -> subprocess.Popen:
 
 
 def collector_binary() -> Path | None:
+    """The bench-only Collector with the udplog receiver (bench/otelcol-udplog),
+    built (and cached) on first use."""
     try:
-        out = subprocess.run([str(ROOT / "collector-config" / "build.sh")], capture_output=True, text=True,
+        out = subprocess.run([str(ROOT / "bench" / "otelcol-udplog" / "build.sh")], capture_output=True, text=True,
                              timeout=1800)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    path = Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
-    if path and "udplogreceiver" in (path.parent / "manifest.yaml").read_text():
-        return path
-    return None
+    path = out.stdout.strip()
+    return Path(path) if out.returncode == 0 and path else None
 
 
 def start_collector(binary: Path, port: int, sink_port: int) -> subprocess.Popen:
@@ -168,7 +169,7 @@ def main() -> int:
     if binary:
         print(f"ratio otel-mta / otelcol udplog (small): {rows[0]['per_cpu_s'] / max(rows[-1]['per_cpu_s'], 1):.2f}x")
     else:
-        print("(no Collector with the udplog receiver: run collector-config/build.sh for the baseline)")
+        print("(no baseline: bench/otelcol-udplog/build.sh did not give a Collector)")
     if args.steady_seconds > 0:
         total = int(args.steady_rate * args.steady_seconds)
         data, _ = workload("small", total)
