@@ -160,6 +160,14 @@ class MongoDBPoller(Poller):
             raise PollError("error", f"serverStatus failed: {err}") from None
         except errors.AutoReconnect as err:
             raise PollError("network", str(err).splitlines()[0][:300]) from None
+        try:
+            await self._collect(status, points)
+        except errors.ExecutionTimeout:
+            raise PollError("timeout", f"a command ran over maxTimeMS ({self._max_ms} ms)") from None
+        except (errors.AutoReconnect, errors.ServerSelectionTimeoutError) as err:   # the server went away
+            raise PollError("network", str(err).splitlines()[0][:300]) from None
+
+    async def _collect(self, status: dict, points: Points) -> None:
         res = self._server_resource(status)
         now_ns = time.time_ns()
         uptime_ms = _int(status.get("uptimeMillis"))

@@ -96,7 +96,11 @@ class ZoneMTAApiPoller(Poller):
             async with self._client().get(self.base + path, allow_redirects=False) as resp:
                 if resp.status != 200:
                     raise PollError(f"http_{resp.status}", f"GET {path}: HTTP {resp.status}")
-                body = await resp.content.read(MAX_BODY + 1)
+                body = bytearray()
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    body += chunk
+                    if len(body) > MAX_BODY:
+                        break
         except aiohttp.ClientConnectorError as err:
             if getattr(err.os_error, "errno", None) == errno.ECONNREFUSED:
                 raise PollError("refused", "connection refused") from None
@@ -105,7 +109,7 @@ class ZoneMTAApiPoller(Poller):
             raise PollError("network", f"GET {path}: {type(err).__name__}: {err}") from None
         if len(body) > MAX_BODY:
             raise PollError("bad_response", f"GET {path}: answer larger than {MAX_BODY >> 20} MiB")
-        return body
+        return bytes(body)
 
     async def _get_json(self, path: str):
         body = await self._get(path)

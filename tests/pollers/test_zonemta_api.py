@@ -200,3 +200,16 @@ def _shape(doc):
     if isinstance(doc, list):
         return [_shape(doc[0])] if doc else []
     return type(doc).__name__
+
+
+async def test_large_answers_are_read_whole_and_huge_ones_refused(rig, poller_for, zonemta_replay):
+    build, export = rig
+    poller = poller_for(build(), zonemta_replay.url)
+    # a /metrics of ~300 KiB, as many zones and prom-client series would make it
+    filler = b"".join(b'nodejs_active_handles{type="Socket%d"} 1\n' % i for i in range(8000))
+    zonemta_replay.metrics = filler + zonemta_replay.metrics
+    assert await poller.poll_once(), poller.last_error
+    assert one(export(), "zonemta.bounce.generation").value == 1
+    zonemta_replay.metrics = b"# " + b"x" * (5 << 20) + b"\n"
+    assert not await poller.poll_once()
+    assert poller.last_error == "GET /metrics: answer larger than 4 MiB"
