@@ -24,6 +24,7 @@ gives up before it, so nothing loops on exceptions.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -168,6 +169,7 @@ class MongoDBPoller(Poller):
             raise PollError("network", str(err).splitlines()[0][:300]) from None
 
     async def _collect(self, status: dict, points: Points) -> None:
+        started = time.monotonic()
         res = self._server_resource(status)
         now_ns = time.time_ns()
         uptime_ms = _int(status.get("uptimeMillis"))
@@ -184,7 +186,7 @@ class MongoDBPoller(Poller):
         databases = await self._databases(status, add)
         await self._top(add)
         await self._replica_set(points, res)
-        await self._queue(points)
+        await self._queue_within(points, started)
         self._summary = self._describe(status, databases)
 
     def _server_resource(self, status: dict):
@@ -340,7 +342,28 @@ class MongoDBPoller(Poller):
         self._replset = (name, STATES.get(_int(rs.get("myState")), "?"), len(members),
                          sum(1 for m in members if m.get("health") == 1))
 
-    async def _queue(self, points: Points) -> None:
+    async def _queue_within(self, points: Points, started: float) -> None:
+        """The queue queries in what is left of the poll's time, less a margin:
+        when they are slow the server's metrics still go out, without the queue's."""
+        self._queue_summary = None
+        left = self.timeout * 0.9 - (time.monotonic() - started)
+        where = f"queue {self.queue_db}.{self.queue_collection}"
+        staged = Points()
+        try:
+            if left <= 0:
+                raise asyncio.TimeoutError
+            complete = await asyncio.wait_for(self._queue(staged), left)
+        except (asyncio.TimeoutError, TimeoutError):
+            self._notes.append(f"{where}: not queried within the poll's timeout, left out")
+            return
+        if not complete:    # all of the queue or nothing of it
+            return
+        for metric, per_resource in staged.data.items():
+            for resource, series in per_resource.items():
+                for values, value in series.items():
+                    points.add(metric, resource, values, value)
+
+    async def _queue(self, points: Points) -> bool:
         """ZoneMTA's queue: per zone, deliveries active (queued <= now) and
         deferred (queued > now) as ZoneMTA's own /counter counts them, and
         - active: seconds since the longest-waiting due delivery became due
@@ -349,7 +372,6 @@ class MongoDBPoller(Poller):
           (now - created), i.e. how close it is to bouncing.
         """
         from pymongo import errors
-        self._queue_summary = None
         coll = self._mongo()[self.queue_db].get_collection(self.queue_collection, read_preference=self._rp)
         res = self.pipeline.resources.zonemta
         ms = self._max_ms
@@ -392,14 +414,15 @@ class MongoDBPoller(Poller):
                                    round(max(0.0, (now - when).total_seconds()), 3))
         except errors.ExecutionTimeout:
             self._notes.append(f"queue {self.queue_db}.{self.queue_collection}: over maxTimeMS, left out")
-            return
+            return False
         except errors.OperationFailure as err:
             if err.code == 2 and "hint" in str(err).lower():   # ZoneMTA has not created its indexes
                 self._notes.append(f"queue {self.queue_db}.{self.queue_collection}: no ZoneMTA indexes, not queried")
             else:
                 self._notes.append(f"queue: {_short(err)}")
-            return
+            return False
         self._queue_summary = (zones, totals)
+        return True
 
     # -- check -----------------------------------------------------------------------
     def _describe(self, status: dict, databases: list[str]) -> str:

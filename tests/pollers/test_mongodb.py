@@ -407,3 +407,22 @@ async def test_a_user_without_clustermonitor_gets_a_clear_line(rig, mongo_poller
     assert not result.ok
     assert result.detail == "not authorized for serverStatus (needs the clusterMonitor role)"
     assert one(export(), "otelmta_poller_failures", poller="mongodb").attrs["reason"] == "auth"
+
+
+async def test_slow_queue_queries_leave_the_queue_out_not_the_server(rig, mongo_poller, full_mock):
+    build, export = rig
+    bson = pytest.importorskip("bson")
+
+    def slow_find(request):
+        time.sleep(2)
+        return {"cursor": {"id": bson.Int64(0), "ns": "zone-mta.zone-queue", "firstBatch": [{"sendingZone": "a"}]}}
+
+    full_mock._handlers["find"] = slow_find
+    poller = mongo_poller(build(), full_mock.uri, timeout="1s")
+    started = time.monotonic()
+    assert await poller.poll_once(), poller.last_error
+    assert time.monotonic() - started < 1.2
+    points = export()
+    assert one(points, "mongodb.health").value == 1 and "mongodb.operation.count" in points
+    assert not {"mta.queue.size", "mta.queue.oldest_age"} & set(points)
+    assert "queue zone-mta.zone-queue: not queried within the poll's timeout, left out" in poller.summary()
