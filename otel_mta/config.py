@@ -216,8 +216,9 @@ class HostSettings(_Model):
     interval: Annotated[Duration, Field(gt=0)] = 30.0
     timeout: Annotated[Duration, Field(gt=0)] = 10.0
     max_backoff: Annotated[Duration, Field(gt=0)] = 120.0
-    # matched (case-insensitively, from the start) against the process name and
-    # the first word of its command line, e.g. "zone-mta: master process"
+    # regular expressions matched (case-insensitively, from the start) against
+    # the process name, its command (argv[0], e.g. ZoneMTA's title "zone-mta:
+    # master process") and that command's base name
     processes: Annotated[list[str], BeforeValidator(_patterns)] = Field(default_factory=lambda: [
         r"zone-mta\b", r"wildduck\b", r"haraka\b", r"mongod\b", r"redis-server\b"])
 

@@ -239,7 +239,7 @@ class MongoDBPoller(Poller):
         try:
             listed = await self._command("admin", "listDatabases", nameOnly=True)
         except errors.OperationFailure as err:
-            self._notes.append(f"listDatabases: {err.code or ''} {_short(err)}")
+            self._notes.append(f"listDatabases: {_short(err)}")
             return []
         names = sorted(d["name"] for d in listed.get("databases", []) if isinstance(d, dict) and d.get("name"))
         add("mongodb.database.count", (), len(names))
