@@ -189,8 +189,8 @@ def test_bad_values_are_rejected_with_a_clear_message(render, values, message):
 
 def test_database_urls_go_into_the_secret_not_the_configmap(render):
     import base64
-    docs = render({"sidecar.mongodbUri": "mongodb://zonemta:s3cret@mongo:27017/zone-mta",
-                   "sidecar.redisUrl": "redis://:s3cret@redis:6379/3"})
+    docs = render({"sidecar.mongodbUri": '"mongodb://zonemta:s3cret@mongo:27017/zone-mta"',
+                   "sidecar.redisUrl": '"redis://:s3cret@redis:6379/3"'})
     configmaps = [d for d in docs if d["kind"] == "ConfigMap"]
     assert not any("s3cret" in yaml.safe_dump(d) for d in configmaps)
     [secret] = [d for d in docs if d["kind"] == "Secret"]
