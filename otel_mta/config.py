@@ -176,18 +176,77 @@ class EventsSettings(_Model):
 
 
 class PollerSettings(_Model):
+    """Every poller: how often, how long one poll may take, and how far to back
+    off while its target keeps failing (docs/pollers.md)."""
     url: OptionalUrl = None
     interval: Annotated[Duration, Field(gt=0)] = 15.0
     timeout: Annotated[Duration, Field(gt=0)] = 5.0
+    max_backoff: Annotated[Duration, Field(gt=0)] = 120.0
+
+
+class ZoneMTAApiSettings(PollerSettings):
+    url: OptionalUrl = "http://127.0.0.1:12080"
+    max_zones: Annotated[int, Field(ge=1)] = 100
+
+
+ReadPreference = Literal["primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest"]
+
+
+class MongoDBSettings(PollerSettings):
+    """TLS and authentication go in the URI (mongodb://user:pass@host/?tls=true&tlsCAFile=...)."""
+    interval: Annotated[Duration, Field(gt=0)] = 30.0
+    read_preference: ReadPreference = "secondaryPreferred"
+    connect_timeout: Annotated[Duration, Field(gt=0)] = 5.0
+    server_selection_timeout: Annotated[Duration, Field(gt=0)] = 5.0
+    queue_database: str | None = None        # ZoneMTA's dbs.sender; default: the URI's database, else zone-mta
+    queue_collection: str = "zone-queue"     # ZoneMTA's queue.collection
+    max_zones: Annotated[int, Field(ge=1)] = 100
+    max_databases: Annotated[int, Field(ge=1)] = 100
+    max_collections: Annotated[int, Field(ge=1)] = 500
+
+
+class RedisSettings(PollerSettings):
+    """TLS and authentication go in the URL (rediss://user:pass@host:6380/0?ssl_ca_certs=...)."""
+
+
+def _patterns(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [p.strip() for p in value.split(",")]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError("expected a list of regular expressions")
+    out = []
+    for p in value:
+        try:
+            re.compile(str(p))
+        except re.error as err:
+            raise ValueError(f"{p!r} is not a regular expression: {err}") from None
+        if str(p):
+            out.append(str(p))
+    return out
+
+
+class HostSettings(_Model):
+    """Host metrics (hostmetricsreceiver names) and the processes matching `processes`."""
+    enabled: Bool = True
+    system: Bool = True     # system.* too; off: the processes only (a node-level agent has the rest)
+    interval: Annotated[Duration, Field(gt=0)] = 30.0
+    timeout: Annotated[Duration, Field(gt=0)] = 10.0
+    max_backoff: Annotated[Duration, Field(gt=0)] = 120.0
+    # regular expressions matched (case-insensitively, from the start) against
+    # the process name, its command (argv[0], e.g. ZoneMTA's title "zone-mta:
+    # master process") and that command's base name
+    processes: Annotated[list[str], BeforeValidator(_patterns)] = Field(default_factory=lambda: [
+        r"zone-mta\b", r"wildduck\b", r"haraka\b", r"mongod\b", r"redis-server\b"])
 
 
 class SourcesSettings(_Model):
     remote_log: RemoteLogSettings = RemoteLogSettings()
     gelf: GelfSettings = GelfSettings()
     events: EventsSettings = EventsSettings()
-    zonemta_api: PollerSettings = PollerSettings(url="http://127.0.0.1:12080")
-    mongodb: PollerSettings = PollerSettings(interval=30.0)
-    redis: PollerSettings = PollerSettings()
+    zonemta_api: ZoneMTAApiSettings = ZoneMTAApiSettings()
+    mongodb: MongoDBSettings = MongoDBSettings()
+    redis: RedisSettings = RedisSettings()
+    host: HostSettings = HostSettings()
 
 
 Mode = Literal["domain", "hmac", "full", "drop"]
@@ -295,6 +354,9 @@ ENV: dict[str, tuple[tuple[str, ...], Any]] = {
     "OTEL_MTA_ZONEMTA_API_URL": (("sources", "zonemta_api", "url"), str),
     "OTEL_MTA_MONGODB_URI": (("sources", "mongodb", "url"), str),
     "OTEL_MTA_REDIS_URL": (("sources", "redis", "url"), str),
+    "OTEL_MTA_HOST_METRICS": (("sources", "host", "enabled"), str),
+    "OTEL_MTA_HOST_PROCESSES": (("sources", "host", "processes"), str),
+    "OTEL_MTA_HOST_SYSTEM_METRICS": (("sources", "host", "system"), str),
     "OTEL_MTA_HEALTH_ENDPOINT": (("health", "endpoint"), str),
     "OTEL_MTA_DATA_DIR": (("data_dir",), str),
     "OTEL_MTA_SPOOL": (("exporter", "spool", "enabled"), str),
@@ -302,7 +364,8 @@ ENV: dict[str, tuple[tuple[str, ...], Any]] = {
     "OTEL_MTA_HMAC_KEY": (("privacy", "hmac_key"), str),
     "OTEL_MTA_LOG_LEVEL": (("log_level",), lambda v: v.strip().lower()),
 }
-SECRET_KEYS = {("exporter", "headers"), ("privacy", "hmac_key"), ("sources", "events", "api_key")}
+SECRET_KEYS = {("exporter", "headers"), ("privacy", "hmac_key"), ("sources", "events", "api_key"),
+               ("sources", "mongodb", "url"), ("sources", "redis", "url")}   # URLs may hold passwords
 
 
 def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
