@@ -20,7 +20,11 @@ tests/fixtures/msgpack_js/node_modules: tests/fixtures/msgpack_js/package-lock.j
 	cd tests/fixtures/msgpack_js && npm ci --no-audit --no-fund --silent
 	touch $@
 
-setup: $(STAMP) tests/fixtures/msgpack_js/node_modules  ## create .venv, build the C speedups, install Python deps
+tests/gelf/node/node_modules: tests/gelf/node/package-lock.json
+	cd tests/gelf/node && npm ci --no-audit --no-fund --silent
+	touch $@
+
+setup: $(STAMP) tests/fixtures/msgpack_js/node_modules tests/gelf/node/node_modules  ## create .venv, build the C speedups, install Python and node test deps
 
 setup-stack: setup  ## Redis (apt), FerretDB (Go), ZoneMTA + Node 22 (npm), SMTP sink — cached in .cache/
 	PYTHON=$(abspath $(PY)) STACK_SKIP_PY=1 bash tests/stack/setup.sh
@@ -47,8 +51,11 @@ test-plugin:  ## the ZoneMTA plugin's own tests (node --test, real plugin host)
 docs: setup  ## regenerate docs/metrics.md from the catalog
 	$(PY) -m otel_mta.docs
 
-bench: setup  ## throughput per CPU-second, loss, RSS and latency against the OTel SDK baseline
+bench: setup  ## throughput per CPU-second, loss, RSS and latency, each beside its baseline (OTel SDK; Collector udplog)
 	$(PY) bench/remote_log.py
+	$(PY) bench/gelf.py
+	$(PY) bench/events.py
+	cd zonemta-plugin && npm run bench
 
 fuzz: setup  ## one million hostile inputs through the decoders (C and Python must agree, no crash)
 	$(PY) bench/fuzz_decoders.py --inputs 1000000

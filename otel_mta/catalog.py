@@ -36,6 +36,8 @@ class AttributeDef:
 class Catalog:
     metrics: dict
     attributes: dict
+    # log attribute key prefixes for fields passed through by name (GELF `_foo` -> gelf.foo)
+    passthrough_prefixes: tuple = ()
 
     def metric(self, name: str) -> MetricDef:
         try:
@@ -48,6 +50,7 @@ class Catalog:
 def load(directory: Path = CATALOG_DIR) -> Catalog:
     metrics: dict[str, MetricDef] = {}
     attributes: dict[str, AttributeDef] = {}
+    prefixes: list[str] = []
     for path in sorted(directory.glob("*.yaml")):
         doc = yaml.safe_load(path.read_text()) or {}
         for name, spec in (doc.get("metrics") or {}).items():
@@ -63,6 +66,7 @@ def load(directory: Path = CATALOG_DIR) -> Catalog:
                 attributes=tuple(spec.get("attributes") or ()),
                 buckets=tuple(float(b) for b in spec.get("buckets") or ()),
                 resource=spec.get("resource", ""), area=path.stem)
+        prefixes.extend(str(p) for p in doc.get("passthrough_prefixes") or ())
         for name, spec in (doc.get("attributes") or {}).items():
             if name in attributes:
                 raise ValueError(f"{path.name}: attribute {name} declared twice")
@@ -73,4 +77,4 @@ def load(directory: Path = CATALOG_DIR) -> Catalog:
         for a in m.attributes:
             if a not in attributes:
                 raise ValueError(f"metric {m.name}: attribute {a} is not declared under attributes:")
-    return Catalog(metrics, attributes)
+    return Catalog(metrics, attributes, tuple(dict.fromkeys(prefixes)))

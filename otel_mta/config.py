@@ -151,7 +151,23 @@ class RemoteLogSettings(_Model):
 
 
 class GelfSettings(_Model):
-    endpoint: Endpoint = ("0.0.0.0", 12201)
+    """GELF server (docs/gelf.md). Limits follow Graylog's inputs where it has one."""
+    endpoint: Endpoint = ("0.0.0.0", 12201)              # UDP and TCP on the same port
+    http_endpoint: Endpoint = None                        # GELF over HTTP (POST /gelf), off by default
+    receive_buffer: Size = 4 << 20                        # UDP socket buffer (kernel caps it at rmem_max)
+    max_message_size: Size = 1 << 20                      # decompressed / TCP frame / HTTP body cap
+    max_fields: Annotated[int, Field(ge=8)] = 256         # fields per message
+    max_depth: Annotated[int, Field(ge=1)] = 8            # nesting of object/array field values
+    chunk_timeout: Annotated[Duration, Field(gt=0)] = 5.0  # Graylog's: all chunks within 5 s
+    max_chunk_sets: Annotated[int, Field(ge=1)] = 1000    # incomplete chunked messages held
+    max_chunk_bytes: Size = 32 << 20                      # bytes of chunks held
+    tcp_max_connections: Annotated[int, Field(ge=1)] = 256
+    tcp_idle_timeout: Annotated[Duration, Field(gt=0)] = 300.0
+    max_hosts: Annotated[int, Field(ge=1)] = 1000         # distinct (service, host) resources
+    # `_component` / `facility` value -> producer (zonemta | wildduck | haraka | any service name)
+    producers: dict[str, str] = Field(default_factory=lambda: {
+        "mta": "zonemta", "zonemta": "zonemta", "zone-mta": "zonemta",
+        "wildduck": "wildduck", "haraka": "haraka"})
 
 
 class EventsSettings(_Model):
@@ -165,18 +181,77 @@ class EventsSettings(_Model):
 
 
 class PollerSettings(_Model):
+    """Every poller: how often, how long one poll may take, and how far to back
+    off while its target keeps failing (docs/pollers.md)."""
     url: OptionalUrl = None
     interval: Annotated[Duration, Field(gt=0)] = 15.0
     timeout: Annotated[Duration, Field(gt=0)] = 5.0
+    max_backoff: Annotated[Duration, Field(gt=0)] = 120.0
+
+
+class ZoneMTAApiSettings(PollerSettings):
+    url: OptionalUrl = "http://127.0.0.1:12080"
+    max_zones: Annotated[int, Field(ge=1)] = 100
+
+
+ReadPreference = Literal["primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest"]
+
+
+class MongoDBSettings(PollerSettings):
+    """TLS and authentication go in the URI (mongodb://user:pass@host/?tls=true&tlsCAFile=...)."""
+    interval: Annotated[Duration, Field(gt=0)] = 30.0
+    read_preference: ReadPreference = "secondaryPreferred"
+    connect_timeout: Annotated[Duration, Field(gt=0)] = 5.0
+    server_selection_timeout: Annotated[Duration, Field(gt=0)] = 5.0
+    queue_database: str | None = None        # ZoneMTA's dbs.sender; default: the URI's database, else zone-mta
+    queue_collection: str = "zone-queue"     # ZoneMTA's queue.collection
+    max_zones: Annotated[int, Field(ge=1)] = 100
+    max_databases: Annotated[int, Field(ge=1)] = 100
+    max_collections: Annotated[int, Field(ge=1)] = 500
+
+
+class RedisSettings(PollerSettings):
+    """TLS and authentication go in the URL (rediss://user:pass@host:6380/0?ssl_ca_certs=...)."""
+
+
+def _patterns(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [p.strip() for p in value.split(",")]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError("expected a list of regular expressions")
+    out = []
+    for p in value:
+        try:
+            re.compile(str(p))
+        except re.error as err:
+            raise ValueError(f"{p!r} is not a regular expression: {err}") from None
+        if str(p):
+            out.append(str(p))
+    return out
+
+
+class HostSettings(_Model):
+    """Host metrics (hostmetricsreceiver names) and the processes matching `processes`."""
+    enabled: Bool = True
+    system: Bool = True     # system.* too; off: the processes only (a node-level agent has the rest)
+    interval: Annotated[Duration, Field(gt=0)] = 30.0
+    timeout: Annotated[Duration, Field(gt=0)] = 10.0
+    max_backoff: Annotated[Duration, Field(gt=0)] = 120.0
+    # regular expressions matched (case-insensitively, from the start) against
+    # the process name, its command (argv[0], e.g. ZoneMTA's title "zone-mta:
+    # master process") and that command's base name
+    processes: Annotated[list[str], BeforeValidator(_patterns)] = Field(default_factory=lambda: [
+        r"zone-mta\b", r"wildduck\b", r"haraka\b", r"mongod\b", r"redis-server\b"])
 
 
 class SourcesSettings(_Model):
     remote_log: RemoteLogSettings = RemoteLogSettings()
     gelf: GelfSettings = GelfSettings()
     events: EventsSettings = EventsSettings()
-    zonemta_api: PollerSettings = PollerSettings(url="http://127.0.0.1:12080")
-    mongodb: PollerSettings = PollerSettings(interval=30.0)
-    redis: PollerSettings = PollerSettings()
+    zonemta_api: ZoneMTAApiSettings = ZoneMTAApiSettings()
+    mongodb: MongoDBSettings = MongoDBSettings()
+    redis: RedisSettings = RedisSettings()
+    host: HostSettings = HostSettings()
 
 
 Mode = Literal["domain", "hmac", "full", "drop"]
@@ -278,11 +353,15 @@ ENV: dict[str, tuple[tuple[str, ...], Any]] = {
     "OTEL_RESOURCE_ATTRIBUTES": (("resource", "attributes"), _kv_list),
     "OTEL_MTA_REMOTE_LOG_ENDPOINT": (("sources", "remote_log", "endpoint"), str),
     "OTEL_MTA_GELF_ENDPOINT": (("sources", "gelf", "endpoint"), str),
+    "OTEL_MTA_GELF_HTTP_ENDPOINT": (("sources", "gelf", "http_endpoint"), str),
     "OTEL_MTA_EVENTS_ENDPOINT": (("sources", "events", "endpoint"), str),
     "OTEL_MTA_EVENTS_API_KEY": (("sources", "events", "api_key"), str),
     "OTEL_MTA_ZONEMTA_API_URL": (("sources", "zonemta_api", "url"), str),
     "OTEL_MTA_MONGODB_URI": (("sources", "mongodb", "url"), str),
     "OTEL_MTA_REDIS_URL": (("sources", "redis", "url"), str),
+    "OTEL_MTA_HOST_METRICS": (("sources", "host", "enabled"), str),
+    "OTEL_MTA_HOST_PROCESSES": (("sources", "host", "processes"), str),
+    "OTEL_MTA_HOST_SYSTEM_METRICS": (("sources", "host", "system"), str),
     "OTEL_MTA_HEALTH_ENDPOINT": (("health", "endpoint"), str),
     "OTEL_MTA_DATA_DIR": (("data_dir",), str),
     "OTEL_MTA_SPOOL": (("exporter", "spool", "enabled"), str),
@@ -290,7 +369,8 @@ ENV: dict[str, tuple[tuple[str, ...], Any]] = {
     "OTEL_MTA_HMAC_KEY": (("privacy", "hmac_key"), str),
     "OTEL_MTA_LOG_LEVEL": (("log_level",), lambda v: v.strip().lower()),
 }
-SECRET_KEYS = {("exporter", "headers"), ("privacy", "hmac_key"), ("sources", "events", "api_key")}
+SECRET_KEYS = {("exporter", "headers"), ("privacy", "hmac_key"), ("sources", "events", "api_key"),
+               ("sources", "mongodb", "url"), ("sources", "redis", "url")}   # URLs may hold passwords
 
 
 def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:

@@ -15,10 +15,8 @@ from otel_mta.model import MailEvent
 class BoundedMap:
     """A dict that forgets its oldest keys beyond `capacity` (FIFO, O(1)).
 
-    An OrderedDict, not a dict: finding a plain dict's first key walks over the
-    slots of every key deleted before it, so evicting from the front of a full
-    100,000-key dict cost ~80 us per insert.
-    """
+    An OrderedDict: deleting a plain dict's first key over and over leaves
+    holes that `next(iter(d))` walks past, ~2.5 us per eviction at 4096 keys."""
 
     __slots__ = ("_data", "capacity", "evicted")
 

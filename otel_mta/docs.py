@@ -9,6 +9,11 @@ from otel_mta import catalog
 AREAS = {
     "mail": "ZoneMTA messages and deliveries (remote log, plugin events)",
     "self": "The sidecar itself",
+    "zonemta_api": "ZoneMTA's HTTP API: queue depth and ZoneMTA's own counters (docs/pollers.md)",
+    "mongodb": "MongoDB and ZoneMTA's queue in it (names of the Collector's mongodbreceiver)",
+    "redis": "Redis (names of the Collector's redisreceiver)",
+    "host": "The host and the mail stack's processes (names of the Collector's hostmetricsreceiver)",
+    "poller": "Pollers' own health",
 }
 
 

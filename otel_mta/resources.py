@@ -30,7 +30,7 @@ class Resource:
         self.attrs = {k: v for k, v in attrs.items() if v is not None and v != ""}
         self.encoded = wire.resource(self.attrs)
         self._key = tuple(sorted(self.attrs.items(), key=lambda kv: kv[0]))
-        self._hash = hash(self._key)  # hashed for every batch and metric point: once, here
+        self._hash = hash(self._key)  # resources key every batch and metric series: hash once
 
     @property
     def service(self) -> str:
@@ -40,7 +40,7 @@ class Resource:
         return self._hash
 
     def __eq__(self, other) -> bool:
-        return self is other or (isinstance(other, Resource) and self._key == other._key)
+        return isinstance(other, Resource) and self._key == other._key
 
     def __repr__(self) -> str:
         return f"Resource({self.attrs})"
@@ -57,6 +57,8 @@ class Resources:
         base["host.name"] = environ.get("K8S_NODE_NAME") or hostname
         extra = dict(extra or {})
         extra.pop("service.name", None)  # OTEL_SERVICE_NAME semantics: names the sidecar
+        self._extra = extra
+        self._node = {"host.name": base["host.name"], "k8s.node.name": base["k8s.node.name"]}
         self._base = {**base, **extra}
         self._instance = instance_id or environ.get("K8S_POD_NAME") or hostname
         self._cache: dict = {}
@@ -83,4 +85,22 @@ class Resources:
                 attrs["host.name"] = host
                 attrs["service.instance.id"] = host
             res = self._cache[key] = self._intern(attrs)
+        return res
+
+    def target(self, attrs: dict, where: str = "remote") -> Resource:
+        """The resource of something a poller observes, named by `attrs` the way
+        the Collector's receivers name it (no service.name).
+
+        `where` says what else is known to describe it: "remote" (a Redis or
+        MongoDB server somewhere: only OTEL_RESOURCE_ATTRIBUTES), "node" (the
+        host the sidecar runs on: host.name, k8s.node.name) or "pod" (a process
+        beside the sidecar: also the pod's k8s.* attributes).
+        """
+        if where == "pod":    # processes come and go: not kept in the cache
+            return Resource({**self._base, **attrs})
+        base = {**self._node, **self._extra} if where == "node" else self._extra
+        key = ("target", where, tuple(sorted(attrs.items())))
+        res = self._cache.get(key)
+        if res is None:
+            res = self._cache[key] = self._intern({**base, **attrs})
         return res

@@ -9,7 +9,7 @@ from otel_mta import catalog
 from otel_mta.signals.metrics import MetricStore
 
 ROOT = Path(__file__).parent.parent
-UCUM = re.compile(r"^(\{[a-z_]+\}|s|ms|By|1|%|Cel|Hz|By/s|\{[a-z_]+\}/s)$")
+UCUM = re.compile(r"^(\{[a-z_]+\}|s|ms|us|By|1|%|Cel|Hz|By/s|\{[a-z_]+\}/s)$")
 
 
 def test_catalog_is_consistent():

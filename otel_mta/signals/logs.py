@@ -23,12 +23,14 @@ def encode_log(time_ns: int, observed_ns: int, severity: int, body: str,
     the name of its range (INFO for 9, ...).
     """
     parts = [wire.fixed64(wire.LOG_TIME, time_ns) if time_ns else b""]
-    sev = _SEVERITY_FIELDS.get(severity) if severity_text is None else None
+    sev = _SEVERITY_FIELDS.get(severity if severity_text is None else (severity, severity_text))
     if sev is None:
         sev = wire.LOG_SEVERITY_NUMBER + wire.varint(severity)
         text = severity_text if severity_text is not None else SEVERITY_TEXT.get(severity - (severity - 1) % 4, "")
         if text:
             sev += wire.ld(wire.LOG_SEVERITY_TEXT, text.encode())
+        if severity_text is not None and len(_SEVERITY_FIELDS) < 256:  # producers' own level names repeat
+            _SEVERITY_FIELDS[(severity, severity_text)] = sev
     parts.append(sev)
     parts.append(wire.ld(wire.LOG_BODY, wire.ld(wire.ANY_STRING, body.encode("utf-8", "replace"))))
     parts.append(attrs)

@@ -6,9 +6,11 @@ name, unit or attribute reaches a backend undeclared. Callers pass attribute
 a value of None leaves that attribute out.
 
 Temporality is cumulative (the OTLP default) from the sidecar's start; a restart
-starts again with a new start time. Each instrument keeps at most `max_series`
-series; further attribute sets fold into one series marked
-`otel.metric.overflow=true`, as the OpenTelemetry SDK's cardinality limit does.
+starts again with a new start time. Totals a poller reads from another process
+(Redis, MongoDB, ZoneMTA's /metrics, the host) carry that process's start time.
+Each instrument keeps at most `max_series` series; further attribute sets fold
+into one series marked `otel.metric.overflow=true`, as the OpenTelemetry SDK's
+cardinality limit does.
 Export happens once per interval, so the generated protobuf classes are used.
 """
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Instrument:
     def __init__(self, definition: MetricDef, max_series: int):
         self.definition = definition
         self.series: dict = {}
+        self.starts: dict = {}   # resource -> start time of observed totals (pollers)
         self.max_series = max_series
         self.overflowed = 0
 
@@ -41,6 +44,33 @@ class Instrument:
             return key
         self.overflowed += 1
         return (resource, OVERFLOW)
+
+    def replace(self, resource, points: dict, start_ns: int | None = None) -> None:
+        """Set the resource's series to exactly `points` ({values tuple: value}).
+
+        Pollers call this each cycle so that series that vanished (a zone
+        removed, a disk unmounted) stop being exported. For sums, `start_ns` is
+        when the observed totals started counting (the target's start), so a
+        target restart shows as a new start time rather than a drop.
+        """
+        for key in [k for k in self.series if k[0] == resource]:
+            del self.series[key]
+        for values, value in points.items():
+            self._observe(value, resource, values)
+        if start_ns is None or not points:
+            self.starts.pop(resource, None)
+        else:
+            self.starts[resource] = start_ns
+
+    def clear(self, resource) -> None:
+        self.replace(resource, {})
+
+    def _observe(self, value, resource, values: tuple) -> None:
+        key = self._key(resource, values)
+        if key[1] is OVERFLOW:   # observed totals beyond the limit add up in the overflow series
+            self.series[key] = self.series.get(key, 0) + value
+        else:
+            self.series[key] = value
 
 
 class Counter(Instrument):
@@ -63,15 +93,7 @@ class Gauge(Instrument):
     def set(self, value, resource, values: tuple = ()) -> None:
         self.series[self._key(resource, values)] = value
 
-    def replace(self, resource, points: dict) -> None:
-        """Set the resource's series to exactly `points` ({values tuple: value})."""
-        for key in [k for k in self.series if k[0] == resource]:
-            del self.series[key]
-        for values, value in points.items():
-            self.set(value, resource, values)
-
-    def clear(self, resource) -> None:
-        self.replace(resource, {})
+    _observe = set
 
 
 class Histogram(Instrument):
@@ -185,7 +207,8 @@ class MetricStore:
                     else:
                         metric.sum.aggregation_temporality = CUMULATIVE
                         metric.sum.is_monotonic = d.type == "counter"
-                        dp = metric.sum.data_points.add(start_time_unix_nano=self.start_ns, time_unix_nano=now_ns)
+                        dp = metric.sum.data_points.add(start_time_unix_nano=inst.starts.get(resource, self.start_ns),
+                                                        time_unix_nano=now_ns)
                         _number(dp, point)
                     _set_attributes(dp.attributes, d.attributes, values)
         return request.SerializeToString(), points

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 def enabled_sources(settings, pipeline) -> list:
     from otel_mta.sources.events_http import EventsSource
+    from otel_mta.sources.gelf import GelfSource
     from otel_mta.sources.remote_log import RemoteLogSource
 
     s = settings.sources
@@ -12,7 +13,29 @@ def enabled_sources(settings, pipeline) -> list:
         sources.append(RemoteLogSource(pipeline, s.remote_log))
     if s.events.endpoint:
         sources.append(EventsSource(pipeline, s.events))
+    if s.gelf.endpoint:
+        sources.append(GelfSource(pipeline, s.gelf))
+    sources += _pollers(s, pipeline)
     return sources
+
+
+def _pollers(s, pipeline) -> list:
+    """Pollers (sources/poller.py): each on its own interval, timeout and backoff."""
+    from otel_mta.sources.host import HostPoller
+    from otel_mta.sources.mongodb import MongoDBPoller
+    from otel_mta.sources.redis import RedisPoller
+    from otel_mta.sources.zonemta_api import ZoneMTAApiPoller
+
+    pollers = []
+    if s.zonemta_api.url:
+        pollers.append(ZoneMTAApiPoller(pipeline, s.zonemta_api))
+    if s.mongodb.url:   # mta.queue.size has one owner: the API poller when it runs
+        pollers.append(MongoDBPoller(pipeline, s.mongodb, queue_size=not s.zonemta_api.url))
+    if s.redis.url:
+        pollers.append(RedisPoller(pipeline, s.redis))
+    if s.host.enabled:
+        pollers.append(HostPoller(pipeline, s.host))
+    return pollers
 
 
 def mail_channels(settings) -> int:

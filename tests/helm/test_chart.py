@@ -185,3 +185,24 @@ def test_bad_values_are_rejected_with_a_clear_message(render, values, message):
     res = render(values, check=False)
     assert res.returncode != 0
     assert message in res.stderr, res.stderr
+
+
+def test_database_urls_go_into_the_secret_not_the_configmap(render):
+    import base64
+    docs = render({"sidecar.mongodbUri": '"mongodb://zonemta:s3cret@mongo:27017/zone-mta"',
+                   "sidecar.redisUrl": '"redis://:s3cret@redis:6379/3"'})
+    configmaps = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert not any("s3cret" in yaml.safe_dump(d) for d in configmaps)
+    [secret] = [d for d in docs if d["kind"] == "Secret"]
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert data["OTEL_MTA_MONGODB_URI"].startswith("mongodb://zonemta:s3cret@")
+    assert data["OTEL_MTA_REDIS_URL"] == "redis://:s3cret@redis:6379/3"
+
+
+def test_host_system_metrics_come_from_the_daemonset_not_every_sidecar(render):
+    docs = render({"daemonset.enabled": "true"})
+    env_cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("sidecar-env"))
+    assert env_cm["data"]["OTEL_MTA_HOST_SYSTEM_METRICS"] == "false"
+    [ds] = [d for d in docs if d["kind"] == "DaemonSet"]
+    env = {e["name"]: e.get("value") for e in ds["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["OTEL_MTA_HOST_SYSTEM_METRICS"] == "true"

@@ -1,0 +1,212 @@
+"""GELF server: what WildDuck, ZoneMTA (through the npm `gelf` package), Haraka
+and any Graylog client send, as OpenTelemetry log records (docs/gelf.md).
+
+    udp.py      datagrams: plain, zlib, gzip, chunked (chunks.py)
+    tcp.py      NUL-delimited frames on the same port
+    http.py     POST /gelf (optional, OTEL_MTA_GELF_HTTP_ENDPOINT)
+    decode.py   magic bytes, bounded inflate, JSON -> dict
+    mapping.py  dict -> LogLine: severity, attributes, producer, trace id
+
+Every refusal is counted in otelmta_receiver_refused_records{receiver="gelf",
+reason}; chunk sets that never complete in otelmta_receiver_dropped_records.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+from otel_mta.pipeline import RateLimitedLog
+from otel_mta.sources.base import CheckResult, Source
+from otel_mta.sources.gelf.chunks import Reassembler
+from otel_mta.sources.gelf.decode import GelfError, decode, parse_json
+from otel_mta.sources.gelf.http import HttpListener
+from otel_mta.sources.gelf.mapping import CACHED, GelfMapper
+from otel_mta.sources.gelf.tcp import TcpListener
+from otel_mta.sources.gelf.udp import UdpListener
+from otel_mta.sources.remote_log import bind_udp
+
+log = logging.getLogger("otel_mta.gelf")
+NAME = "gelf"
+
+
+class GelfSource(Source):
+    name = NAME
+    transport = "udp+tcp"
+
+    def __init__(self, pipeline, settings):
+        super().__init__(pipeline)
+        self.settings = s = settings
+        self.host, self.port = s.endpoint
+        self.max_size = s.max_message_size
+        self._say = RateLimitedLog(log)
+        self.mapper = GelfMapper(pipeline, s, s.max_depth, s.max_fields)
+        self.chunks = Reassembler(s.chunk_timeout, s.max_chunk_sets, s.max_chunk_bytes,
+                                  on_drop=lambda reason, n=1: pipeline.dropped(NAME, "udp", reason, n))
+        self.udp = UdpListener(self.host, self.port, s.receive_buffer, self.handle_datagram, self._say)
+        self.tcp = None
+        self.http = None
+        self._timer = None
+        self._emit = pipeline.emit_log_line
+        self._counts = {"udp": 0, "tcp": 0, "http": 0}   # accepted, added to the metric before export
+        pipeline.metrics.before_collect(self._count_kernel_drops)
+        pipeline.metrics.before_collect(self.flush_counts)
+
+    @property
+    def endpoint(self) -> str:
+        ep = f"udp+tcp://{self.host}:{self.port}"
+        if self.http is not None:
+            ep += f", http://{self.http.host}:{self.http.port}/gelf"
+        return ep
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self) -> None:
+        s = self.settings
+        for attempt in range(20):
+            self.udp.port = self.port
+            self.udp.start()
+            self.tcp = TcpListener(self.host, self.udp.port, self.handle_frame, self._refuse_tcp,
+                                   s.tcp_max_connections, self.max_size, s.tcp_idle_timeout)
+            try:
+                await self.tcp.start()
+                break
+            except OSError:
+                self.udp.stop()
+                # port 0: UDP picked a port whose TCP twin is taken; pick again
+                if self.port != 0 or attempt == 19:
+                    raise
+        self.port = self.udp.port
+        try:
+            if s.http_endpoint:
+                self.http = HttpListener(s.http_endpoint[0], s.http_endpoint[1], self.handle_http, self.max_size)
+                await self.http.start()
+        except OSError:
+            self.udp.stop()
+            await self.tcp.stop()
+            raise
+        self._tick()
+        self.ready = True
+
+    def _tick(self) -> None:
+        """Once a second: expire chunk sets, close idle TCP connections."""
+        self.chunks.expire(time.monotonic_ns())
+        if self.tcp is not None:
+            self.tcp.close_idle()
+        self._timer = asyncio.get_running_loop().call_later(1.0, self._tick)
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.udp.stop()
+        if self.tcp is not None:
+            await self.tcp.stop()
+        if self.http is not None:
+            await self.http.stop()
+        self.chunks.clear()
+        self._count_kernel_drops()
+        self.flush_counts()
+        self.ready = False
+
+    async def check(self) -> CheckResult:
+        if self.ready:
+            return CheckResult(self.name, self.endpoint, True, "listening")
+        try:
+            sock = bind_udp(self.host, self.port, 0)
+        except OSError as err:
+            return CheckResult(self.name, self.endpoint, False, f"cannot bind UDP: {err.strerror}")
+        try:
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as tcp:
+                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                tcp.bind((self.host, sock.getsockname()[1]))
+        except OSError as err:
+            return CheckResult(self.name, self.endpoint, False, f"cannot bind TCP: {err.strerror}")
+        finally:
+            sock.close()
+        return CheckResult(self.name, self.endpoint, True,
+                           "port is free; WildDuck/ZoneMTA: log.gelf = {enabled: true, options: "
+                           "{graylogHostname, graylogPort: %d}}" % self.port)
+
+    def status(self) -> dict:
+        return {**super().status(), "chunk_sets_pending": len(self.chunks),
+                "tcp_connections": len(self.tcp.connections) if self.tcp else 0}
+
+    # -- input -------------------------------------------------------------------
+    def handle_datagram(self, data: bytes, peer=None) -> None:
+        p = self.pipeline
+        try:
+            if data[:1] == b"{" and len(data) <= self.max_size:   # plain JSON: the common case, no detours
+                self._emit(self.mapper.map(parse_json(data), time.time_ns()), CACHED)
+                self._counts["udp"] += 1
+                return
+            if len(data) > 1 and data[0] == 0x1E and data[1] == 0x0F:
+                done = self.chunks.add(data, peer, time.monotonic_ns())
+                if done is None:
+                    return
+                payload, kind = done
+                msg = decode(payload, self.max_size)
+                self.chunks.confirm(peer, kind)
+            elif not data:
+                raise GelfError("empty")
+            else:
+                msg = decode(data, self.max_size)
+            self._emit(self.mapper.map(msg, time.time_ns()), CACHED)
+        except GelfError as err:
+            self._refused("udp", err, peer, len(data))
+            return
+        except Exception:  # a mapping bug must not take the listener down
+            p.refused(NAME, "udp", "internal_error")
+            log.exception("could not map a GELF message (please report this)")
+            return
+        self._counts["udp"] += 1
+
+    def handle_frame(self, data: bytes, peer=None) -> None:
+        self._handle_whole(data, peer, "tcp")
+
+    def handle_http(self, body, peer=None) -> str | None:
+        if body is None:
+            self.pipeline.refused(NAME, "http", "too_large")
+            return "too_large"
+        return self._handle_whole(body, peer, "http")
+
+    def _handle_whole(self, data: bytes, peer, transport: str) -> str | None:
+        p = self.pipeline
+        try:
+            if len(data) > 1 and data[0] == 0x1E and data[1] == 0x0F:
+                raise GelfError("chunk_not_on_udp")
+            if not data:
+                raise GelfError("empty")
+            msg = decode(data, self.max_size)
+            self._emit(self.mapper.map(msg, time.time_ns()), CACHED)
+        except GelfError as err:
+            self._refused(transport, err, peer, len(data))
+            return err.reason
+        except Exception:
+            p.refused(NAME, transport, "internal_error")
+            log.exception("could not map a GELF message (please report this)")
+            return "internal_error"
+        self._counts[transport] += 1
+        return None
+
+    def flush_counts(self) -> None:
+        """Accepted messages are counted here and added to the metric in bulk:
+        a metric update per datagram costs more than decoding it."""
+        for transport, n in self._counts.items():
+            if n:
+                self.pipeline.accepted(NAME, transport, n)
+                self._counts[transport] = 0
+
+    def _refused(self, transport: str, err: GelfError, peer, size: int) -> None:
+        self.pipeline.refused(NAME, transport, err.reason)
+        self._say(logging.DEBUG, err.reason, "refused a %d-byte GELF %s message from %s: %s",
+                  size, transport, peer[0] if isinstance(peer, tuple) else peer or "?", err)
+
+    def _refuse_tcp(self, reason: str) -> None:
+        self.pipeline.refused(NAME, "tcp", reason)
+
+    def _count_kernel_drops(self) -> None:
+        new = self.udp.new_kernel_drops()
+        if new:
+            self.pipeline.dropped(NAME, "udp", "kernel_overflow", new)

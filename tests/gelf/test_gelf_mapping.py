@@ -1,0 +1,150 @@
+"""GELF -> OpenTelemetry log data model: severity, time, producers, privacy,
+and the sidecar process serving GELF to a real OTLP receiver."""
+from __future__ import annotations
+
+import json
+import socket
+import time
+import zlib
+
+import pytest
+
+from otel_mta import ids
+from tests.conftest import free_port
+
+
+def send(g, *msgs, peer=("10.0.0.9", 1234)):
+    for m in msgs:
+        g.source.handle_datagram(zlib.compress(json.dumps(m).encode()), peer)
+
+
+# OpenTelemetry log data model, Appendix B (syslog column)
+@pytest.mark.parametrize("level,number,text", [
+    (0, 21, "Emergency"), (1, 19, "Alert"), (2, 18, "Critical"), (3, 17, "Error"),
+    (4, 13, "Warning"), (5, 10, "Notice"), (6, 9, "Informational"), (7, 5, "Debug")])
+async def test_syslog_level_to_severity(gelf, level, number, text):
+    g = await gelf()
+    send(g, {"short_message": "x", "host": "h", "level": level})
+    [(_, _, rec)] = await g.records(1)
+    assert (rec.severity_number, rec.severity_text) == (number, text)
+
+
+async def test_time_body_full_message_and_host(gelf):
+    g = await gelf()
+    send(g, {"version": "1.1", "host": "web-7", "short_message": "short", "full_message": "long\ntrace",
+             "timestamp": 1700000000.123456, "facility": "billing", "line": "42", "file": "app.py"})
+    [(res, a, rec)] = await g.records(1)
+    assert rec.time_unix_nano == 1700000000123456000 and rec.observed_time_unix_nano > rec.time_unix_nano
+    assert rec.body.string_value == "short" and a["gelf.full_message"] == "long\ntrace"
+    assert res["host.name"] == "web-7" and res["service.name"] == "billing"
+    assert a["code.line.number"] == 42 and a["code.file.path"] == "app.py"
+    assert "gelf.version" not in a and "gelf.host" not in a
+
+
+@pytest.mark.parametrize("msg,service", [
+    ({"short_message": "MTA [SENDER_EXITED] Sender process exited unexpectedly", "_component": "mta"}, "zonemta"),
+    ({"short_message": "OUTBOUND [SENDER_EXITED] x", "_component": "outbound", "facility": "outbound"}, "zonemta"),
+    ({"short_message": "WILDDUCK [AUTHOK] x", "_component": "wildduck"}, "wildduck"),
+    ({"short_message": "IMAP [STORE] x", "_mail_action": "store"}, "wildduck"),
+    ({"short_message": "[INFO] [5B6F1C2A-0E55-4E0C-9D0C-3C9C4B2A1F00.1] [queue/smtp_forward] ok"}, "haraka"),
+    ({"short_message": "hello", "facility": "haraka"}, "haraka"),
+    ({"short_message": "hello"}, "unknown_service"),
+])
+async def test_producer_recognition(gelf, msg, service):
+    g = await gelf()
+    send(g, {"host": "h", **msg})
+    [(res, a, _)] = await g.records(1)
+    assert res["service.name"] == service
+    if service == "zonemta":
+        assert a["zonemta.code"] == "SENDER_EXITED"
+
+
+async def test_zonemta_component_is_configurable(gelf, tmp_path):
+    g = await gelf()
+    # a ZoneMTA whose config.log.gelf.component is "outbound" and that we were told about
+    g.source.mapper.producers["relay"] = "zonemta"
+    send(g, {"short_message": "RELAY [QUEUE_ERROR] Queue error", "_component": "relay", "host": "h"})
+    [(res, a, rec)] = await g.records(1)
+    assert res["service.name"] == "zonemta" and a["zonemta.code"] == "QUEUE_ERROR" and rec.severity_number == 17
+
+
+async def test_haraka_message_id_is_an_rfc_message_id(gelf):
+    g = await gelf()
+    send(g, {"short_message": "queued", "facility": "haraka", "host": "in-1", "_message_id": "<x@Y.example>",
+             "_queue_id": "haraka-q1"})
+    [(_, a, rec)] = await g.records(1)
+    assert a["mta.message_id"] == "x@y.example" and rec.trace_id == ids.trace_id_for("x@y.example", None)
+    assert g.pipeline.mail.corr.index.get("haraka-q1") == "x@y.example"
+
+
+WILDDUCK_RCPT = {"short_message": "WILDDUCK [RCPT TO: bob@rcpt.example] sess-9", "host": "api-1",
+                 "_component": "wildduck", "_mail_action": "rcpt_to", "_user": "65a0beef", "_queue_id": "190abc",
+                 "_from": "alice@sender.example", "_to": "bob@rcpt.example", "_message_id": "<m1@sender.example>",
+                 "_subject": "Quarterly numbers", "_sess": "sess-9", "_ip": "192.0.2.10",
+                 "_username": "alice.smith"}
+
+
+async def test_privacy_defaults_keep_nothing_personal(gelf):
+    g = await gelf()
+    send(g, WILDDUCK_RCPT)
+    [(_, a, rec)] = await g.records(1)
+    text = json.dumps(a) + rec.body.string_value
+    for secret in ("alice@", "bob@", "Quarterly", "192.0.2.10", "65a0beef", "alice.smith"):
+        assert secret not in text, secret
+    assert rec.body.string_value == "WILDDUCK [RCPT TO: ***@rcpt.example] sess-9"
+    assert a["mta.recipient.domain"] == "rcpt.example" and a["mta.sender.domain"] == "sender.example"
+    assert a["mta.queue_id"] == "190abc" and a["session.id"] == "sess-9"
+    # the queue id now leads ZoneMTA's entries to this Message-ID
+    assert g.pipeline.mail.corr.index.get("190abc") == "m1@sender.example"
+
+
+async def test_privacy_full_and_hmac(gelf):
+    g = await gelf({"OTEL_MTA_HMAC_KEY": "k"})
+    g.pipeline.redactor.__init__(recipient="full", sender="hmac", subject="full", user="hmac", client="full",
+                                 hmac_key=b"k")
+    g.source.mapper.__init__(g.pipeline, g.settings.sources.gelf)
+    send(g, WILDDUCK_RCPT)
+    [(_, a, rec)] = await g.records(1)
+    assert a["mta.recipient.address"] == ["bob@rcpt.example"] and a["mta.subject"] == "Quarterly numbers"
+    assert a["client.address"] == "192.0.2.10"
+    assert len(a["mta.sender.hash"]) == 32 and "mta.sender.address" not in a
+    assert len(a["user.id_hash"]) == 32 and len(a["user.name_hash"]) == 32 and "user.id" not in a
+    assert rec.body.string_value == WILDDUCK_RCPT["short_message"]
+
+
+async def test_hosts_beyond_the_limit_stay_out_of_the_resource(gelf):
+    g = await gelf()
+    g.source.mapper.max_hosts = 3
+    send(g, *[{"short_message": f"m{i}", "host": f"host-{i}", "facility": f"app{i % 2}"} for i in range(6)])
+    recs = await g.records(6)
+    assert len({(res["service.name"], res["host.name"]) for res, _, _ in recs}) <= 4
+    assert [a.get("gelf.host") for _, a, _ in recs][3:] == ["host-3", "host-4", "host-5"]
+
+
+# -- the sidecar process -----------------------------------------------------------
+def test_sidecar_serves_gelf_udp_and_tcp_to_a_real_otlp_receiver(sidecar, grpc_receiver):
+    port = free_port(socket.SOCK_DGRAM)
+    sc = sidecar({"OTEL_EXPORTER_OTLP_ENDPOINT": grpc_receiver.endpoint, "OTEL_MTA_GELF_ENDPOINT": f"127.0.0.1:{port}",
+                  "OTEL_METRIC_EXPORT_INTERVAL": "300"})
+    ready = sc.wait_ready()
+    assert ready["sources"]["gelf"]["ready"] is True
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.sendto(zlib.compress(json.dumps({"short_message": "WILDDUCK [AUTHOK] x", "_component": "wildduck",
+                                       "_mail_action": "auth", "host": "imap-1"}).encode()), ("127.0.0.1", port))
+    t = socket.create_connection(("127.0.0.1", port))
+    t.sendall(json.dumps({"short_message": "over tcp", "host": "h2", "level": 3}).encode() + b"\0")
+    t.close()
+    rx = grpc_receiver.received
+    rx.wait_for(lambda r: len(r.log_records()) >= 2 and r.metrics().get("wildduck.mail.actions"),
+                what="GELF log records and WildDuck metrics")
+    bodies = {r.body.string_value: res["service.name"] for res, r in rx.log_records()}
+    assert bodies == {"WILDDUCK [AUTHOK] x": "wildduck", "over tcp": "unknown_service"}
+    assert sc.terminate() == 0
+    u.close()
+
+
+async def test_wildduck_with_a_custom_component_is_not_taken_for_zonemta(gelf):
+    g = await gelf()
+    send(g, {"short_message": "IMAP [AUTHFAIL] someone", "_component": "imap", "host": "h", "_error": "bad"})
+    [(res, a, rec)] = await g.records(1)
+    assert res["service.name"] == "imap" and "zonemta.code" not in a

@@ -1,0 +1,152 @@
+"""The machinery every poller shares (sources/poller.py): its own interval,
+timeout and backoff; points published all at once or not at all; and one slow
+or dead target never delaying another."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from otel_mta import config
+from otel_mta.sources.mongodb import MongoDBPoller
+from otel_mta.sources.poller import Points, PollError, Poller, StartTimes, redact_url
+from otel_mta.sources.redis import RedisPoller
+from otel_mta.sources.zonemta_api import ZoneMTAApiPoller
+from tests.pollers.conftest import one
+
+
+class Scripted(Poller):
+    """A poller whose collect() does what the test says."""
+
+    name = "zonemta_api"
+
+    def __init__(self, pipeline, script, **settings):
+        super().__init__(pipeline, config.ZoneMTAApiSettings(**settings), "http://scripted")
+        self.script = script
+
+    async def collect(self, points: Points) -> None:
+        await self.script(self, points)
+
+
+async def test_backoff_doubles_up_to_the_limit_with_jitter(rig):
+    build, _ = rig
+    poller = Scripted(build(), None, interval="10s", max_backoff="60s")
+    delays = []
+    for failures in range(1, 7):
+        poller.failures = failures
+        delays.append(poller.backoff_delay())
+    for got, want in zip(delays, (10, 20, 40, 60, 60, 60)):
+        assert want * 0.9 <= got <= want * 1.1, delays
+
+
+async def test_a_failed_poll_publishes_nothing_of_what_it_gathered(rig):
+    build, export = rig
+    pipeline = build()
+    zone = pipeline.resources.zonemta
+
+    async def half_then_fail(self, points):
+        points.add("mta.queue.size", zone, ("default", "active"), 5)
+        raise PollError("bad_response", "second half was garbage")
+
+    async def good(self, points):
+        points.add("mta.queue.size", zone, ("default", "active"), 1)
+
+    poller = Scripted(pipeline, good)
+    assert await poller.poll_once()
+    assert one(export(), "mta.queue.size").value == 1
+    poller.script = half_then_fail
+    assert not await poller.poll_once()
+    points = export()
+    assert "mta.queue.size" not in points
+    assert poller.status()["up"] is False and poller.status()["last_error"] == "second half was garbage"
+
+
+async def test_an_unexpected_exception_is_a_failed_poll_not_a_dead_loop(rig):
+    build, export = rig
+    calls = []
+
+    async def boom(self, points):
+        calls.append(1)
+        raise KeyError("surprise")
+
+    poller = Scripted(build(), boom, interval="50ms", max_backoff="50ms")
+    await poller.start()
+    await asyncio.sleep(0.4)
+    await poller.stop()
+    assert len(calls) >= 4          # the loop kept going
+    failed = one(export(), "otelmta_poller_failures")
+    assert failed.attrs["reason"] == "error" and failed.value == len(calls)
+
+
+def test_start_times_stay_put_until_the_target_restarts():
+    starts = StartTimes()
+    s0 = starts.get("redis", 1_000_000_000_000)
+    assert starts.get("redis", 1_000_000_000_000 + 900_000_000) == s0      # rounding of uptime
+    assert starts.get("redis", 1_000_000_000_000 - 5_000_000_000) == s0    # never backwards
+    assert starts.get("redis", 1_000_000_000_000 + 60_000_000_000) == 1_000_000_000_000 + 60_000_000_000
+
+
+def test_urls_lose_their_credentials():
+    assert redact_url("redis://user:pw@cache:6380/2?ssl_ca_certs=/x") == "redis://cache:6380/2"
+    assert redact_url("http://[::1]:12080/") == "http://[::1]:12080/"
+
+
+async def test_one_dead_target_never_delays_another(rig, redis_server, zonemta_replay, blackhole):
+    """A ZoneMTA API that hangs and a MongoDB that never answers, beside a
+    healthy Redis: Redis keeps its cadence and the event loop stays responsive."""
+    build, export = rig
+    pipeline = build()
+    zonemta_replay.delay_s = 30
+    pollers = [
+        RedisPoller(pipeline, config.RedisSettings(url=redis_server.url(), interval="100ms")),
+        ZoneMTAApiPoller(pipeline, config.ZoneMTAApiSettings(url=zonemta_replay.url, interval="100ms",
+                                                             timeout="1s")),
+        MongoDBPoller(pipeline, config.MongoDBSettings(url=f"mongodb://127.0.0.1:{blackhole.port}/"
+                                                           "?directConnection=true", interval="100ms",
+                                                       timeout="1s")),
+    ]
+    worst_lag = 0.0
+
+    async def ticker():
+        nonlocal worst_lag
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.02)
+            worst_lag = max(worst_lag, time.monotonic() - t - 0.02)
+
+    tick = asyncio.create_task(ticker())
+    for p in pollers:
+        await p.start()
+    await asyncio.sleep(2.5)
+    for p in pollers:
+        await p.stop()
+    tick.cancel()
+    redis, api, mongo = pollers
+    assert redis.polls >= 15 and redis.up and redis.failures == 0
+    assert api.up is False and api.last_error == "no answer within 1s"
+    assert mongo.up is False
+    assert 1 <= api.polls <= 3 and 1 <= mongo.polls <= 3     # bounded, then backing off
+    assert worst_lag < 0.25, f"event loop stalled for {worst_lag:.3f}s"
+    up = {p.attrs["poller"]: p.value for p in export(pipeline)["otelmta_poller_up"]}
+    assert up == {"redis": 1, "zonemta_api": 0, "mongodb": 0}
+
+
+def test_observed_totals_beyond_the_series_limit_add_up_in_the_overflow_series():
+    from otel_mta import catalog
+    from otel_mta.signals.metrics import MetricStore
+    from tests.otlp_receiver import REQUEST, attrs
+
+    class Res:
+        attrs = {"server.address": "db"}
+        encoded = b""
+
+    store = MetricStore(catalog.load(), max_series=10)
+    res = Res()
+    ops = store.counter("mongodb.index.access.count")
+    ops.replace(res, {(f"coll{i}", "zone-mta"): 10 for i in range(25)}, start_ns=123)
+    payload, points = store.collect()
+    dps = REQUEST["metrics"].FromString(payload).resource_metrics[0].scope_metrics[0].metrics[0].sum.data_points
+    assert points == 11 and sum(p.as_int for p in dps) == 250
+    assert [p.as_int for p in dps if attrs(p.attributes) == {"otel.metric.overflow": True}] == [150]
+    assert {p.start_time_unix_nano for p in dps} == {123}
+    ops.replace(res, {})
+    assert not ops.series and res not in ops.starts
