@@ -127,7 +127,7 @@ def start_sidecar(events_port: int, sink_port: int, both: bool) -> subprocess.Po
            "OTEL_MTA_EVENTS_ENDPOINT": f"127.0.0.1:{events_port}",
            "OTEL_MTA_REMOTE_LOG_ENDPOINT": f"127.0.0.1:{free_port()}" if both else "off",
            "OTEL_MTA_HEALTH_ENDPOINT": f"127.0.0.1:{health}", "OTEL_MTA_GELF_ENDPOINT": "off",
-           "OTEL_MTA_ZONEMTA_API_URL": "off", "OTEL_MTA_DATA_DIR": str(CACHE / "data")}
+           "OTEL_MTA_ZONEMTA_API_URL": "off", "OTEL_MTA_HOST_METRICS": "off", "OTEL_MTA_DATA_DIR": str(CACHE / "data")}
     proc = subprocess.Popen([sys.executable, "-m", "otel_mta", "run"], env=env, stderr=subprocess.DEVNULL)
     for _ in range(200):
         try:
