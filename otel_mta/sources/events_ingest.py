@@ -19,7 +19,6 @@ import logging
 import time
 
 from otel_mta.model import MailEvent, Phase
-from otel_mta.pipeline import RateLimitedLog
 from otel_mta.sources.events_schema import Invalid, check_batch, check_event
 
 log = logging.getLogger("otel_mta.events")
@@ -143,7 +142,6 @@ class Ingest:
         self._zonemta = zonemta
         self.m_deferral_age = m.histogram("mta.delivery.deferral_age")
         self.health = PluginHealth(m, pipeline.resources.own)
-        self._say = RateLimitedLog(log)
         self._by_type = {
             "log.entry": self._log_entry, "message.headers": self._message_headers,
             "message.queue": self._message_queue, "delivery.phases": self._phases,
