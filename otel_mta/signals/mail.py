@@ -101,10 +101,11 @@ class MailSignals:
         self.held = 0
         # The plugin's delivery phases (docs/events.md) become children of the
         # attempt span, and the plugin's timing of the attempt is better than
-        # the remote log's. With the events endpoint on (`phases_expected`),
-        # an attempt span waits up to the hold time for its phases; phases
+        # the remote log's. While a plugin is reporting (`expect_phases`, renewed
+        # by every batch), an attempt span waits up to the hold time for its phases; phases
         # that come before their entry wait for it, like SPAMCHECK for QUEUED.
-        self.phases_expected = False
+        # Without the plugin nothing waits: spans go out as entries arrive.
+        self._phases_until = 0.0
         # ordered: taken from the front as they expire (a plain dict's first key gets slow to find)
         self._waiting: OrderedDict[bytes, _Attempt] = OrderedDict()   # attempt span id -> span waiting
         self._early: OrderedDict[bytes, tuple] = OrderedDict()        # id -> (deadline, qid, seq, phases, start)
@@ -145,6 +146,15 @@ class MailSignals:
             for _, held in self._held.pop(event.queue_id, ()):
                 self.held -= 1
                 self._emit(held)
+
+    def expect_phases(self, for_s: float = 900.0) -> None:
+        """A plugin is reporting: let attempt spans wait for their phases for the
+        next `for_s` seconds (every batch from a plugin renews it)."""
+        self._phases_until = time.monotonic() + for_s
+
+    @property
+    def phases_expected(self) -> bool:
+        return self._phases_until > time.monotonic()
 
     def learn(self, queue_id: str, message_id: str) -> None:
         """The plugin saw the headers: map the queue id before QUEUED arrives."""
@@ -328,7 +338,7 @@ class MailSignals:
             early = self._early.pop(span_id, None) if self._early else None
             if early is not None:              # the phases came first
                 self._attempt_span(attempt, early[4], qid, event.seq, early[3])
-            elif self.phases_expected and not event.phases:
+            elif not event.phases and self._phases_until > time.monotonic():
                 if len(self._waiting) >= self.max_held:
                     self._attempt_span(self._waiting.pop(next(iter(self._waiting))))
                 attempt.deadline_ns = time.time_ns() + self.hold_ns

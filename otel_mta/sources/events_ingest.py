@@ -136,7 +136,6 @@ class Ingest:
         self._handle_mail = pipeline.mail.handle
         self.tracker = pipeline.mail.tracker
         self._index = pipeline.mail.corr.index
-        pipeline.mail.phases_expected = True   # attempt spans wait briefly for the plugin's phases
         self._seen = IdWindow(dedup_window) if dedup_window else None
         m, zonemta = pipeline.metrics, pipeline.resources.zonemta
         self._zonemta = zonemta
@@ -163,6 +162,7 @@ class Ingest:
         """Map the events, yielding every `size` events so that the HTTP side can
         let the event loop run. delivery.phases go first: an attempt whose entry
         is in the same batch then gets the plugin's timing (MailSignals.phases)."""
+        self.mail.expect_phases()  # a plugin is reporting: attempt spans wait briefly for their phases
         first, rest = [], []
         for i, ev in enumerate(events):
             (first if type(ev) is dict and ev.get("type") == "delivery.phases" else rest).append(i)

@@ -363,11 +363,14 @@ def test_with_the_events_endpoint_on_an_attempt_span_waits_for_the_plugins_timin
     make, rx = capture
     p = make(channels=2)
     ingest = Ingest(p)   # the events endpoint is on
+    # a plugin is reporting (here phases of another message): from now on attempts wait for theirs
+    ingest.batch(batch(phases_event(dict(ACCEPTED, id="18c5f3d2a3e0009999"), [CONNECT])))
     udp = RemoteLogSource(p, load_settings(environ={}).sources.remote_log)
     for d in js_encode([ENTRIES[0], ACCEPTED, DEFERRED]):
         udp.handle_datagram(d)
     p.flush()
-    assert not [s for _, s in rx.spans() if s.name == "delivery"], "waiting for the plugin"
+    assert not [s for _, s in rx.spans() if s.name == "delivery" and s.span_id != ids.attempt_span_id(
+        "18c5f3d2a3e0009999", "001", "ACCEPTED", 0)], "waiting for the plugin"
     assert [r for _, r in rx.log_records() if attrs(r.attributes)["mta.action"] == "ACCEPTED"], "logs do not wait"
     now_ms = int(time.time() * 1000)
     connect = dict(CONNECT, start_ms=now_ms - 900, end_ms=now_ms - 600)
@@ -395,3 +398,16 @@ def test_the_duplicate_window_is_bounded():
     assert [w.seen(i) for i in ("a", "b", "a", "c", "d")] == [False, False, True, False, False]
     assert w.seen("a") is False, "a left the window when d came"
     assert len(w._set) == len(w._order) == 3
+
+
+def test_without_a_plugin_reporting_attempt_spans_do_not_wait(capture, js_encode):
+    """The events endpoint is on by default; an install without the plugin must
+    not get its spans late."""
+    make, rx = capture
+    p = make(channels=2)
+    Ingest(p)
+    udp = RemoteLogSource(p, load_settings(environ={}).sources.remote_log)
+    for d in js_encode([ENTRIES[0], ACCEPTED]):
+        udp.handle_datagram(d)
+    p.flush()
+    assert [s for _, s in rx.spans() if s.span_id == ids.attempt_span_id(Q, "001", "ACCEPTED", 0)]
