@@ -180,7 +180,8 @@ class Poller(Source):
     def backoff_delay(self) -> float:
         """interval, 2x, 4x, ... up to max_backoff, with +-10 % jitter so that
         sidecars restarted together do not poll a recovering server in step."""
-        delay = min(self.interval * (2 ** max(0, self.failures - 1)), self.max_backoff)
+        doublings = min(max(0, self.failures - 1), 32)  # a long outage must not overflow a float
+        delay = min(self.interval * (2 ** doublings), self.max_backoff)
         return delay * random.uniform(0.9, 1.1)
 
     async def poll_once(self) -> bool:

@@ -36,6 +36,8 @@ async def test_backoff_doubles_up_to_the_limit_with_jitter(rig):
         delays.append(poller.backoff_delay())
     for got, want in zip(delays, (10, 20, 40, 60, 60, 60)):
         assert want * 0.9 <= got <= want * 1.1, delays
+    poller.failures = 5000  # a target down for days (or a tight loop of failures) must not overflow
+    assert 54 <= poller.backoff_delay() <= 66
 
 
 async def test_a_failed_poll_publishes_nothing_of_what_it_gathered(rig):
