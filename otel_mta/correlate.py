@@ -6,17 +6,24 @@ message.headers events) teach a bounded queue-id -> Message-ID index.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from otel_mta import ids
 from otel_mta.model import MailEvent
 
 
 class BoundedMap:
-    """A dict that forgets its oldest keys beyond `capacity` (FIFO, O(1))."""
+    """A dict that forgets its oldest keys beyond `capacity` (FIFO, O(1)).
+
+    An OrderedDict, not a dict: finding a plain dict's first key walks over the
+    slots of every key deleted before it, so evicting from the front of a full
+    100,000-key dict cost ~80 us per insert.
+    """
 
     __slots__ = ("_data", "capacity", "evicted")
 
     def __init__(self, capacity: int):
-        self._data: dict = {}
+        self._data: OrderedDict = OrderedDict()
         self.capacity = capacity
         self.evicted = 0
 
@@ -32,7 +39,7 @@ class BoundedMap:
     def put(self, key, value) -> None:
         data = self._data
         if key not in data and len(data) >= self.capacity:
-            del data[next(iter(data))]
+            data.popitem(last=False)
             self.evicted += 1
         data[key] = value
 
@@ -88,10 +95,18 @@ class Correlator:
     def resolve(self, event: MailEvent) -> tuple[bytes | None, str | None]:
         """(trace id, normalised Message-ID or None when traced by queue id)."""
         mid = self.message_id(event)
-        key = ("mid:" + mid) if mid is not None else ("qid:" + event.queue_id.strip())
+        if mid is not None:
+            key = "mid:" + mid
+        else:
+            qid = event.queue_id.strip()
+            if not qid:
+                return None, None
+            key = "qid:" + qid
         trace = self._traces.get(key)
         if trace is None:
-            trace = ids.trace_id_for(mid, None) if mid is not None else ids.trace_id_for(None, event.queue_id)
+            # the key, not trace_id_for(mid): `mid` is normalised already, and
+            # normalising twice is not always the same as once ("< <a@b> >")
+            trace = ids.trace_id_from_key(key)
             self._traces.put(key, trace)
         return trace, mid
 

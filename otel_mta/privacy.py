@@ -21,6 +21,9 @@ import re
 ADDRESS_IN_TEXT = re.compile(r"[^\s<>\"'(),;:\[\]]+@([A-Za-z0-9.-]+\.[A-Za-z]{2,63})")
 
 
+_DOMAINS: dict = {}  # text after the "@" -> domain: addresses rarely repeat, their domains do
+
+
 def domain_of(address: str | None) -> str | None:
     """The lowercased domain of an address (also of `Name <a@b>` forms)."""
     if not address or type(address) is not str:
@@ -28,8 +31,22 @@ def domain_of(address: str | None) -> str | None:
     at = address.rfind("@")
     if at < 0:
         return None
-    dom = address[at + 1:].strip().rstrip(">").strip().lower()
+    part = address[at + 1:]
+    dom = _DOMAINS.get(part)
+    if dom is None:
+        dom = part.strip().rstrip(">").strip().lower() or ""
+        if len(_DOMAINS) >= 10_000:  # bounded: hostile input cannot grow it
+            _DOMAINS.clear()
+        _DOMAINS[part] = dom
     return dom or None
+
+
+_KEYS: dict = {}  # prefix -> its .domain / .address / .hash attribute names (a few fixed prefixes)
+
+
+def _keys(prefix: str) -> tuple:
+    keys = _KEYS[prefix] = (prefix + ".domain", prefix + ".address", prefix + ".hash")
+    return keys
 
 
 class Redactor:
@@ -51,11 +68,12 @@ class Redactor:
         """Write `<prefix>.domain` and, by mode, `.address` / `.hash` into out."""
         if mode == "drop" or not value or type(value) is not str:
             return
-        out[prefix + ".domain"] = domain_of(value)
+        keys = _KEYS.get(prefix) or _keys(prefix)
+        out[keys[0]] = domain_of(value)
         if mode == "full":
-            out[prefix + ".address"] = value
+            out[keys[1]] = value
         elif mode == "hmac":
-            out[prefix + ".hash"] = self.hash(value)
+            out[keys[2]] = self.hash(value)
 
     def address_list(self, prefix: str, value: str | None, mode: str, out: dict) -> None:
         """Like address() for ZoneMTA's comma-joined recipient lists."""

@@ -24,22 +24,23 @@ _K8S_ENV = {
 class Resource:
     """An immutable resource with its OTLP encoding computed once."""
 
-    __slots__ = ("attrs", "encoded", "_key")
+    __slots__ = ("attrs", "encoded", "_key", "_hash")
 
     def __init__(self, attrs: dict):
         self.attrs = {k: v for k, v in attrs.items() if v is not None and v != ""}
         self.encoded = wire.resource(self.attrs)
         self._key = tuple(sorted(self.attrs.items(), key=lambda kv: kv[0]))
+        self._hash = hash(self._key)  # hashed for every batch and metric point: once, here
 
     @property
     def service(self) -> str:
         return self.attrs.get("service.name", "")
 
     def __hash__(self) -> int:
-        return hash(self._key)
+        return self._hash
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Resource) and self._key == other._key
+        return self is other or (isinstance(other, Resource) and self._key == other._key)
 
     def __repr__(self) -> str:
         return f"Resource({self.attrs})"

@@ -36,3 +36,17 @@ def test_ids_are_valid_otlp_ids():
     for v in VECTORS["trace_ids"]:
         if v["trace_id"]:
             assert len(bytes.fromhex(v["trace_id"])) == 16 and any(bytes.fromhex(v["trace_id"]))
+
+
+def test_the_sidecar_traces_each_message_as_the_vectors_say():
+    """The correlator caches ids by normalised Message-ID; it must still hash what
+    trace_id_for hashes, also for ids whose normalisation is not idempotent."""
+    from otel_mta.correlate import Correlator
+    from otel_mta.model import MailEvent
+    corr = Correlator(100)
+    raws = [v["message_id"] for v in VECTORS["trace_ids"]] + ["< <a@B.org> >", "< <> >", "<<x@y>>"]
+    for n, raw in enumerate(raws):
+        qid = f"18c{n:015x}"
+        for action, entry in (("QUEUED", {"message-id": raw}), ("ACCEPTED", {"messageId": raw})):
+            trace, _ = corr.resolve(MailEvent(action, qid, "001", entry, 1, "remote_log"))
+            assert trace == ids.trace_id_for(raw, qid), (raw, action)

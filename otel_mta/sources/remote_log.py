@@ -69,9 +69,11 @@ class RemoteLogSource(Source):
         self._drops_seen = 0
         self._say = RateLimitedLog(log)
         self.received = 0
+        self._accepted = 0  # counted here, added to the metric per burst: a metric add per entry costs
         mail = pipeline.mail
         self._handle_event = mail.handle
         pipeline.metrics.before_collect(self._count_kernel_drops)
+        pipeline.metrics.before_collect(self._count_accepted)
 
     @property
     def endpoint(self) -> str:
@@ -91,11 +93,12 @@ class RemoteLogSource(Source):
             try:
                 n, peer = recv(buf)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as err:  # e.g. ICMP errors surfacing on the socket
                 self._say(logging.DEBUG, "recv", "remote log socket error: %s", err)
-                return
+                break
             handle(bytes(view[:n]), peer)
+        self._count_accepted()
 
     def handle_datagram(self, data: bytes, peer=None) -> None:
         self.received += 1
@@ -125,7 +128,12 @@ class RemoteLogSource(Source):
             p.refused(self.name, self.transport, "internal_error")
             log.exception("could not map a %s entry (please report this)", action)
             return
-        p.accepted(self.name, self.transport)
+        self._accepted += 1
+
+    def _count_accepted(self) -> None:
+        if self._accepted:
+            self.pipeline.accepted(self.name, self.transport, self._accepted)
+            self._accepted = 0
 
     def _count_kernel_drops(self) -> None:
         if self.sock is None:
