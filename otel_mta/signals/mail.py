@@ -258,8 +258,9 @@ class MailSignals:
         if response:
             m = _SMTP_REPLY.match(response)
             if m:
-                attrs["mta.smtp.code"] = int(m.group(1))
-                attrs["mta.smtp.enhanced_status"] = m.group(2)
+                code, status = m.groups()
+                attrs["mta.smtp.code"] = int(code)
+                attrs["mta.smtp.enhanced_status"] = status
         size = _num(get("size"))
         attrs["mta.message.size"] = int(size) if size is not None else None
         attrs["mta.protocol"] = protocol

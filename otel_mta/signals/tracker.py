@@ -54,7 +54,7 @@ class MessageTracker:
         if len(self._open) >= self.capacity:
             oldest = next(iter(self._open))
             self._end(oldest, self._open[oldest].start_ns, "queued")
-        root_attrs = {k: attrs[k] for k in _ROOT_ATTRS if attrs.get(k) is not None}
+        root_attrs = dict(zip(_ROOT_ATTRS, map(attrs.get, _ROOT_ATTRS)))  # None values are not encoded
         self._open[queue_id] = _Root(trace_id, span_id or ids.root_span_id(queue_id), start_ns,
                                      start_ns + self.max_hold_ns, max(recipients, 1), root_attrs)
 
