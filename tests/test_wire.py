@@ -80,6 +80,14 @@ def test_c_and_python_record_encoders_agree():
         assert wire.request(groups[:n]) == wire.request_py(groups[:n])
     two = (VALUES, {"extra": 1, "none": None}, {})
     assert wire.encode_attrs(wire.SPAN_ATTRS, two) == wire.encode_attrs_py(wire.SPAN_ATTRS, two)
+    # attributes may also be handed over unencoded, as a dict or a tuple of dicts
+    for given in (VALUES, two):
+        log_args = (1, 2, 9, "b", given, b"\x01" * 16)
+        encoded = L.encode_log(1, 2, 9, "b", wire.encode_attrs(wire.LOG_ATTRS, given), b"\x01" * 16)
+        assert L.encode_log(*log_args) == L.encode_log_py(*log_args) == encoded
+        span_args = (b"\x0a" * 16, b"\x0b" * 8, None, "n", 1, 1, 2, given)
+        encoded = T.encode_span(*span_args[:7], wire.encode_attrs(wire.SPAN_ATTRS, given))
+        assert T.encode_span(*span_args) == T.encode_span_py(*span_args) == encoded
     assert _wire.encode_log is L.encode_log and _wire.encode_span is T.encode_span and _wire.request is wire.request
 
 

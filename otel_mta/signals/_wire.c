@@ -6,7 +6,8 @@
  * ~12 us of the ~30 us an entry cost, here it is ~2 us (bench/remote_log.py
  * and docs in wire.py). Each function has a Python twin that stays the
  * reference; tests/test_wire.py checks both produce the same bytes and that
- * the official protobuf classes parse them.
+ * the official protobuf classes parse them. encode_log and encode_span take
+ * their attributes encoded, or as the dict(s) to encode: one call per record.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -373,6 +374,12 @@ static int put_buffer(buf *out, PyObject *o) {
     return rc;
 }
 
+/* a record's attributes: already encoded (bytes), or a dict / tuple of dicts to encode under `tag` */
+static int put_attrs_or_bytes(buf *out, unsigned char tag, PyObject *attrs) {
+    if (PyDict_Check(attrs) || PyTuple_CheckExact(attrs)) return put_attrs(out, tag, attrs);
+    return put_buffer(out, attrs);
+}
+
 static int put_fixed64(buf *out, unsigned char tag, uint64_t v) {
     if (grow(out, 9) < 0) return -1;
     w_byte(out, tag);
@@ -437,7 +444,7 @@ static PyObject *encode_log(PyObject *self, PyObject *const *args, Py_ssize_t na
         Py_XDECREF(tmp);
         if (rc < 0) goto error;
     }
-    if (put_buffer(&out, a[4]) < 0) goto error;
+    if (put_attrs_or_bytes(&out, 0x32, a[4]) < 0) goto error;
     if (truthy(trace_id)) {
         if (put_bytes_field(&out, 0x4a, trace_id) < 0) goto error;
         if (truthy(span_id) && put_bytes_field(&out, 0x52, span_id) < 0) goto error;
@@ -485,7 +492,7 @@ static PyObject *encode_span(PyObject *self, PyObject *const *args, Py_ssize_t n
     if (put_str(&out, 0x2a, a[3]) < 0) goto error;
     if (put_varint_field(&out, 0x30, (uint64_t)kind) < 0) goto error;
     if (put_fixed64(&out, 0x39, start) < 0 || put_fixed64(&out, 0x41, end > start ? end : start) < 0) goto error;
-    if (put_buffer(&out, a[7]) < 0) goto error;
+    if (put_attrs_or_bytes(&out, 0x4a, a[7]) < 0) goto error;
     if (truthy(events)) {
         PyObject *seq = PySequence_Fast(events, "events must be a sequence of (time_ns, name, attrs)");
         if (!seq) goto error;

@@ -17,7 +17,8 @@ def encode_log_py(time_ns: int, observed_ns: int, severity: int, body: str,
                   attrs: bytes, trace_id: bytes | None = None,
                   span_id: bytes | None = None, event_name: str | None = None,
                   severity_text: str | None = None) -> bytes:
-    """A LogRecord message. `attrs` is `encode_attrs(TAG, {...})`.
+    """A LogRecord message. `attrs` is `encode_attrs(TAG, {...})`, or what to
+    pass to it (a dict, or a tuple of dicts).
 
     `severity` is an OpenTelemetry severity number (1-24); the text defaults to
     the name of its range (INFO for 9, ...).
@@ -31,7 +32,7 @@ def encode_log_py(time_ns: int, observed_ns: int, severity: int, body: str,
             sev += wire.ld(wire.LOG_SEVERITY_TEXT, text.encode("utf-8", "replace"))
     parts.append(sev)
     parts.append(wire.ld(wire.LOG_BODY, wire.ld(wire.ANY_STRING, body.encode("utf-8", "replace"))))
-    parts.append(attrs)
+    parts.append(wire.encode_attrs_py(TAG, attrs) if isinstance(attrs, (dict, tuple)) else attrs)
     if trace_id:
         parts.append(wire.ld(wire.LOG_TRACE_ID, trace_id))
         if span_id:

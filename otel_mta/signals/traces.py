@@ -15,8 +15,8 @@ def encode_span_py(trace_id: bytes, span_id: bytes, parent_id: bytes | None, nam
                    start_ns: int, end_ns: int, attrs: bytes,
                    status: int = 0, status_message: str | None = None,
                    events: list[tuple[int, str, dict]] | None = None) -> bytes:
-    """A Span message. `attrs` is `encode_attrs(TAG, {...})`; events are
-    (time_ns, name, attributes dict)."""
+    """A Span message. `attrs` is `encode_attrs(TAG, {...})`, or what to pass
+    to it (a dict, or a tuple of dicts); events are (time_ns, name, attributes dict)."""
     parts = [wire.ld(wire.SPAN_TRACE_ID, trace_id), wire.ld(wire.SPAN_ID, span_id)]
     if parent_id:
         parts.append(wire.ld(wire.SPAN_PARENT_ID, parent_id))
@@ -24,7 +24,7 @@ def encode_span_py(trace_id: bytes, span_id: bytes, parent_id: bytes | None, nam
     parts.append(_KIND[kind])
     parts.append(wire.fixed64(wire.SPAN_START, start_ns))
     parts.append(wire.fixed64(wire.SPAN_END, max(end_ns, start_ns)))
-    parts.append(attrs)
+    parts.append(wire.encode_attrs_py(TAG, attrs) if isinstance(attrs, (dict, tuple)) else attrs)
     for time_ns, ev_name, ev_attrs in events or ():
         body = wire.fixed64(wire.EVENT_TIME, time_ns) + wire.ld(wire.EVENT_NAME, ev_name.encode("utf-8", "replace"))
         body += wire.encode_attrs_py(wire.EVENT_ATTRS, ev_attrs)

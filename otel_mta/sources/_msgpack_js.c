@@ -112,7 +112,9 @@ static PyObject *container(reader *r, int is_map, Py_ssize_t n, int depth) {
         }
         return list;
     }
-    PyObject *dict = PyDict_New();
+    /* sized for its keys (~25 in a delivery entry), so it does not grow while it fills; capped
+     * because n comes from the datagram */
+    PyObject *dict = _PyDict_NewPresized(n < 64 ? n : 64);
     if (!dict) return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *k = parse(r, depth, 1);

@@ -29,7 +29,7 @@ except ImportError:  # pragma: no cover - exercised where no compiler exists
 
 log = logging.getLogger("otel_mta.remote_log")
 MAX_DATAGRAM = 65535
-BURST = 64  # datagrams per wake-up, so timers and other sources still run
+BURST = 64  # datagrams per wake-up: timers, other sources and export answers run in between
 
 
 def bind_udp(host: str, port: int, rcvbuf: int) -> socket.socket:
