@@ -2,12 +2,13 @@
  * C twins of the hot encoders in wire.py, logs.py and traces.py: OTLP
  * attributes, log records, spans and export requests straight to protobuf wire
  * bytes. Every mail event is encoded into a log record (and a delivery into a
- * span as well), so this work is done 2-3 times per entry: in Python it was
- * ~12 us of the ~30 us an entry cost, here it is ~2 us (bench/remote_log.py
- * and docs in wire.py). Each function has a Python twin that stays the
- * reference; tests/test_wire.py checks both produce the same bytes and that
- * the official protobuf classes parse them. encode_log and encode_span take
- * their attributes encoded, or as the dict(s) to encode: one call per record.
+ * span as well): here that costs ~1.5 us per entry, attributes included, and
+ * ten times as much in Python (bench/remote_log_stages.py prints both); it was
+ * the largest share of an entry's cost. Each function has a Python twin that
+ * stays the reference; tests/test_wire.py checks both produce the same bytes
+ * and that the official protobuf classes parse them. encode_log and
+ * encode_span take their attributes encoded, or as the dict(s) to encode: one
+ * call per record.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -2,7 +2,7 @@
  * C twin of msgpack_js.py: decodes the msgpack-js@0.3.0 dialect that ZoneMTA's
  * remote log uses. The pure-Python decoder costs ~16 us per ZoneMTA delivery
  * entry, most of the sidecar's per-entry budget; this one costs ~1-2 us
- * (bench/remote_log_decode.py prints both). The two must agree on every input:
+ * (bench/remote_log_stages.py prints both). The two must agree on every input:
  * tests/test_msgpack_js.py runs both over the real encoder's bytes and a fuzz
  * corpus. Errors raise ValueError(reason, detail); the Python wrapper turns
  * that into DecodeError.
