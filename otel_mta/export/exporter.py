@@ -70,6 +70,7 @@ class Exporter:
             self._loop = loop
             self._wake = asyncio.Event()
             self._task = loop.create_task(self._work(), name="otel-mta-export")
+            self._task.add_done_callback(self._ended)
             return
         self._loop = asyncio.new_event_loop()
         self._wake = asyncio.Event()
@@ -84,9 +85,14 @@ class Exporter:
             return
         self._notify()
 
+    def _ended(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the export worker stopped: %r (please report this); nothing more is exported",
+                      task.exception(), exc_info=task.exception())
+
     def _notify(self) -> None:
-        if self._loop is None:
-            return  # not started: the worker looks at the queue first thing
+        if self._loop is None or self._loop.is_closed():
+            return  # not started (the worker looks at the queue first thing), or done
         if self._thread is None:
             self._wake.set()  # same thread as the worker's loop
         else:
@@ -103,6 +109,8 @@ class Exporter:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout_s + 1)
             except asyncio.TimeoutError:
                 self._task.cancel()
+            except Exception:  # reported by _ended
+                pass
         self._close()
 
     def stop(self, timeout_s: float) -> None:
@@ -191,8 +199,11 @@ class Exporter:
             self.stats.fail(signal, "shutdown", count)
 
     async def _take(self):
-        """The oldest queued request, or None."""
+        """The oldest queued request, or None (when stopping, only from memory:
+        what is spooled waits for the next start)."""
         q = self.queue
+        if self._stopping and not q.bytes:
+            return None
         if q.spool is not None and len(q.spool):  # reading the spool touches the disk: not on the loop
             return await asyncio.get_running_loop().run_in_executor(None, q.get, 0)
         return q.get(timeout=0)

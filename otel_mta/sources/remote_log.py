@@ -76,7 +76,7 @@ class RemoteLogSource(Source):
         self._drops_seen = 0
         self._say = RateLimitedLog(log)
         self.received = 0
-        self._accepted = 0  # counted here, added to the metric per burst: a metric add per entry costs
+        self._accepted = 0  # added to the metric once per burst, not per entry (an add costs ~0.4 us)
         mail = pipeline.mail
         self._handle_event = mail.handle
         pipeline.metrics.before_collect(self._count_kernel_drops)
@@ -163,7 +163,9 @@ class RemoteLogSource(Source):
             return
         asyncio.get_running_loop().remove_reader(self.sock.fileno())
         # what the kernel already holds was sent to us: read it before closing
-        for _ in range(64):
+        # (a full receive buffer is some thousands of datagrams; the bound only
+        # guards against a sender that keeps it full)
+        for _ in range(65536 // BURST):
             before = self.received
             self._on_readable()
             if self.received == before:
