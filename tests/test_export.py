@@ -75,6 +75,28 @@ async def test_on_the_event_loop_the_worker_retries_in_order_too(kind):
         rx.stop()
 
 
+async def test_a_steady_stream_of_requests_does_not_stretch_the_backoff():
+    """The sidecar queues requests all the time (flushes, metrics): each must not restart the wait."""
+    import asyncio
+    port = free_port()
+    exp = Exporter(GrpcSender(f"http://127.0.0.1:{port}", {}, 2.0), ExportQueue(1 << 20), 0.2, 0.4)
+    exp.start(asyncio.get_running_loop())
+    rx = None
+    try:
+        for n in range(60):  # 6 s of a request every 100 ms; the collector is back after 1 s
+            exp.submit("logs", request(n), 1)
+            await asyncio.sleep(0.1)
+            if n == 10:
+                rx = GrpcReceiver(port)
+            if n > 10 and exp.stats.sent["logs"]:
+                break
+        assert exp.stats.sent["logs"], "nothing sent 5 s after the collector came back"
+    finally:
+        await exp.stop_async(2)
+        if rx:
+            rx.stop()
+
+
 def test_http_headers_and_gzip_reach_the_collector(http_receiver):
     seen = {}
     orig = http_receiver.httpd.RequestHandlerClass.do_POST

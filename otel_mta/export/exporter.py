@@ -210,10 +210,12 @@ class Exporter:
 
     async def _idle(self, seconds: float, until_stop: bool = False) -> None:
         """Wait `seconds`, or less: until a request is queued (or, with until_stop, a stop)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
         self._wake.clear()
         try:
             while True:
-                await asyncio.wait_for(self._wake.wait(), seconds)
+                await asyncio.wait_for(self._wake.wait(), max(0.0, end - loop.time()))
                 if not until_stop or self._stopping:
                     return
                 self._wake.clear()  # a new request does not end a backoff
