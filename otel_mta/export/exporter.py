@@ -141,13 +141,16 @@ class Exporter:
         flight: collections.deque = collections.deque()  # (request, task), oldest first
         backoff = self.initial_backoff_s
         in_order = False  # one request at a time, from a failure until the backlog is sent
+        # Several requests in flight while all is well: a busy event loop gets
+        # round to each answer late, and waiting for one at a time made the
+        # export fall behind. While failing, until what was queued meanwhile is
+        # sent, and while replaying the spool: one at a time, in order. Senders
+        # without an asyncio API send one at a time (a file is not written by
+        # several threads, an HTTP pool is not overrun).
+        window = WINDOW if hasattr(self.sender, "send_async") else 1
         while not (self._stopping and time.monotonic() >= self._drain_deadline):
-            # Several requests in flight while all is well: a busy event loop gets
-            # round to each answer late, and waiting for one at a time made the
-            # export fall behind. While failing, until what was queued meanwhile
-            # is sent, and while replaying the spool: one at a time, in order.
             spooling = self.queue.spool is not None and len(self.queue.spool) > 0
-            while len(flight) < (1 if in_order or spooling else WINDOW):
+            while len(flight) < (1 if in_order or spooling else window):
                 item = retry.popleft() if retry else await self._take()
                 if item is None:
                     break
