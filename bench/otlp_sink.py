@@ -7,6 +7,7 @@ import time
 from concurrent import futures
 
 import grpc
+import psutil
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as ls, logs_service_pb2_grpc as lsg
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as ms, metrics_service_pb2_grpc as msg
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as ts, trace_service_pb2_grpc as tsg
@@ -81,6 +82,11 @@ class Sink:
         self.proc.start()
         self._ready.wait(30)
         self.port = port
+
+    def cpu_seconds(self) -> float:
+        """CPU time the receiver process used so far."""
+        t = psutil.Process(self.proc.pid).cpu_times()
+        return t.user + t.system
 
     @property
     def logs(self) -> int:

@@ -42,7 +42,7 @@ class App:
         self._stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        self.exporter.start()
+        self.exporter.start(loop)
         starting = ""
         try:
             for source in self.sources:
@@ -87,11 +87,14 @@ class App:
         if self.health:
             await self.health.stop()
         remaining = max(1.0, SHUTDOWN_BUDGET_S - (time.monotonic() - started))
-        await asyncio.get_running_loop().run_in_executor(None, self.exporter.stop, remaining)
+        await self.exporter.stop_async(remaining)
         st = self.exporter.stats
-        lost = sum(st.failed.values())
+        lost: dict = {}
+        for (_, reason), count in st.failed.items():
+            lost[reason] = lost.get(reason, 0) + count
+        why = ", ".join(f"{n} {reason}" for reason, n in lost.items())
         log.info("stopped: exported %d log records, %d spans, %d metric points%s", st.sent["logs"],
-                 st.sent["traces"], st.sent["metrics"], f"; {lost} items lost" if lost else "")
+                 st.sent["traces"], st.sent["metrics"], f"; {sum(lost.values())} items lost ({why})" if lost else "")
 
     async def _every(self, interval: float, fn) -> None:
         while True:

@@ -15,15 +15,20 @@ from otel_mta.model import MailEvent
 class BoundedMap:
     """A dict that forgets its oldest keys beyond `capacity` (FIFO, O(1)).
 
-    An OrderedDict: deleting a plain dict's first key over and over leaves
-    holes that `next(iter(d))` walks past, ~2.5 us per eviction at 4096 keys."""
+    An OrderedDict, not a dict: finding a plain dict's first key walks over the
+    slots of every key deleted before it, so evicting from the front of a full
+    100,000-key dict cost ~80 us per insert.
+    """
 
-    __slots__ = ("_data", "capacity", "evicted")
+    __slots__ = ("_data", "capacity", "evicted", "get", "pop")
 
     def __init__(self, capacity: int):
         self._data: OrderedDict = OrderedDict()
         self.capacity = capacity
         self.evicted = 0
+        # the dict's own methods: several lookups per entry, without a Python call each
+        self.get = self._data.get
+        self.pop = self._data.pop
 
     def __len__(self) -> int:
         return len(self._data)
@@ -31,18 +36,12 @@ class BoundedMap:
     def __contains__(self, key) -> bool:
         return key in self._data
 
-    def get(self, key, default=None):
-        return self._data.get(key, default)
-
     def put(self, key, value) -> None:
         data = self._data
         if key not in data and len(data) >= self.capacity:
             data.popitem(last=False)
             self.evicted += 1
         data[key] = value
-
-    def pop(self, key, default=None):
-        return self._data.pop(key, default)
 
 
 class Correlator:
@@ -93,10 +92,18 @@ class Correlator:
     def resolve(self, event: MailEvent) -> tuple[bytes | None, str | None]:
         """(trace id, normalised Message-ID or None when traced by queue id)."""
         mid = self.message_id(event)
-        key = ("mid:" + mid) if mid is not None else ("qid:" + event.queue_id.strip(ids.WS))
+        if mid is not None:
+            key = "mid:" + mid
+        else:
+            qid = event.queue_id.strip(ids.WS)
+            if not qid:
+                return None, None
+            key = "qid:" + qid
         trace = self._traces.get(key)
         if trace is None:
-            trace = ids.trace_id_for(mid, None) if mid is not None else ids.trace_id_for(None, event.queue_id)
+            # the key, not trace_id_for(mid): `mid` is normalised already, and
+            # normalising twice is not always the same as once ("< <a@b> >")
+            trace = ids.trace_id_from_key(key)
             self._traces.put(key, trace)
         return trace, mid
 

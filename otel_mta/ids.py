@@ -51,7 +51,7 @@ def trace_key(message_id: str | None, queue_id: str | None) -> str | None:
 
 def _digest(text: str, size: int) -> bytes:
     out = hashlib.sha256(text.encode("utf-8")).digest()[:size]
-    if not any(out):  # all-zero ids are invalid in OTLP
+    if out.count(0) == size:  # all-zero ids are invalid in OTLP
         out = out[:-1] + b"\x01"
     return out
 
@@ -59,6 +59,11 @@ def _digest(text: str, size: int) -> bytes:
 def trace_id_for(message_id: str | None, queue_id: str | None) -> bytes | None:
     key = trace_key(message_id, queue_id)
     return None if key is None else _digest(key, 16)
+
+
+def trace_id_from_key(key: str) -> bytes:
+    """The trace id of a key made by trace_key() (`mid:...` or `qid:...`)."""
+    return _digest(key, 16)
 
 
 def root_span_id(queue_id: str) -> bytes:

@@ -21,15 +21,35 @@ import re
 ADDRESS_IN_TEXT = re.compile(r"[^\s<>\"'(),;:\[\]]+@([A-Za-z0-9.-]+\.[A-Za-z]{2,63})")
 
 
+_DOMAINS: dict = {}  # text after the "@" -> domain: addresses rarely repeat, their domains do
+_UNSEEN = object()
+
+
+def _domain_part(part: str) -> str | None:
+    """The domain in the text after an address's last "@" (memoised)."""
+    dom = _DOMAINS.get(part, _UNSEEN)
+    if dom is _UNSEEN:
+        dom = part.strip().rstrip(">").strip().lower() or None
+        if len(_DOMAINS) >= 10_000:  # bounded: hostile input cannot grow it
+            _DOMAINS.clear()
+        _DOMAINS[part] = dom
+    return dom
+
+
 def domain_of(address: str | None) -> str | None:
     """The lowercased domain of an address (also of `Name <a@b>` forms)."""
     if not address or type(address) is not str:
         return None
     at = address.rfind("@")
-    if at < 0:
-        return None
-    dom = address[at + 1:].strip().rstrip(">").strip().lower()
-    return dom or None
+    return _domain_part(address[at + 1:]) if at >= 0 else None
+
+
+_KEYS: dict = {}  # prefix -> its .domain / .address / .hash attribute names (a few fixed prefixes)
+
+
+def _keys(prefix: str) -> tuple:
+    keys = _KEYS[prefix] = (prefix + ".domain", prefix + ".address", prefix + ".hash")
+    return keys
 
 
 class Redactor:
@@ -51,11 +71,15 @@ class Redactor:
         """Write `<prefix>.domain` and, by mode, `.address` / `.hash` into out."""
         if mode == "drop" or not value or type(value) is not str:
             return
-        out[prefix + ".domain"] = domain_of(value)
+        keys = _KEYS.get(prefix) or _keys(prefix)
+        # domain_of(value), with its memo lookup inlined: three calls per delivery
+        at = value.rfind("@")
+        dom = _DOMAINS.get(value[at + 1:], _UNSEEN) if at >= 0 else None
+        out[keys[0]] = _domain_part(value[at + 1:]) if dom is _UNSEEN else dom
         if mode == "full":
-            out[prefix + ".address"] = value
+            out[keys[1]] = value
         elif mode == "hmac":
-            out[prefix + ".hash"] = self.hash(value)
+            out[keys[2]] = self.hash(value)
 
     def address_list(self, prefix: str, value: str | None, mode: str, out: dict) -> None:
         """Like address() for ZoneMTA's comma-joined recipient lists."""

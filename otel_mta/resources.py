@@ -22,25 +22,23 @@ _K8S_ENV = {
 
 
 class Resource:
-    """An immutable resource with its OTLP encoding computed once."""
+    """An immutable resource with its OTLP encoding computed once.
 
-    __slots__ = ("attrs", "encoded", "_key", "_hash")
+    Made only by Resources, which keeps one object per set of attributes, so a
+    resource is its own identity: it is hashed for every batch and metric
+    point, and identity hashing is done in C (a value hash took a Python call).
+    """
+
+    __slots__ = ("attrs", "encoded", "key")
 
     def __init__(self, attrs: dict):
         self.attrs = {k: v for k, v in attrs.items() if v is not None and v != ""}
         self.encoded = wire.resource(self.attrs)
-        self._key = tuple(sorted(self.attrs.items(), key=lambda kv: kv[0]))
-        self._hash = hash(self._key)  # resources key every batch and metric series: hash once
+        self.key = tuple(sorted(self.attrs.items(), key=lambda kv: kv[0]))
 
     @property
     def service(self) -> str:
         return self.attrs.get("service.name", "")
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Resource) and self._key == other._key
 
     def __repr__(self) -> str:
         return f"Resource({self.attrs})"
@@ -69,7 +67,7 @@ class Resources:
 
     def _intern(self, attrs: dict) -> Resource:
         res = Resource(attrs)
-        return self._cache.setdefault(res, res)
+        return self._cache.setdefault(res.key, res)
 
     def producer(self, service: str, host: str | None = None) -> Resource:
         """The resource of a producer the sidecar speaks for (ZoneMTA, WildDuck, ...).

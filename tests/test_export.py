@@ -49,6 +49,54 @@ def test_retries_until_the_collector_comes_back_in_order(kind):
         rx.stop()
 
 
+@pytest.mark.parametrize("kind", ["grpc", "http"])
+async def test_on_the_event_loop_the_worker_retries_in_order_too(kind):
+    """How the sidecar runs it: a task on its event loop (gRPC via grpc.aio, HTTP in the executor)."""
+    import asyncio
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    sender = GrpcSender(endpoint, {}, 2.0) if kind == "grpc" else HttpSender(endpoint, {}, 2.0)
+    exp = Exporter(sender, ExportQueue(1 << 20), initial_backoff_s=0.05, max_backoff_s=0.2)
+    exp.start(asyncio.get_running_loop())
+    for n in range(5):
+        exp.submit("logs", request(n), 1)
+    await asyncio.sleep(1.0)
+    assert exp.healthy is False and exp.stats.retries > 0
+    rx = GrpcReceiver(port) if kind == "grpc" else HttpReceiver(port)
+    try:
+        await asyncio.to_thread(rx.received.wait_for, lambda r: len(r.log_records()) == 5,
+                                what="5 requests after recovery")
+        exp.submit("logs", request(5), 1)
+        await asyncio.to_thread(rx.received.wait_for, lambda r: len(r.log_records()) == 6, what="one more")
+        assert bodies(rx.received) == ["0:0", "1:0", "2:0", "3:0", "4:0", "5:0"]
+        assert exp.stats.sent["logs"] == 6 and not exp.stats.failed and exp.healthy
+    finally:
+        await exp.stop_async(2)
+        rx.stop()
+
+
+async def test_a_steady_stream_of_requests_does_not_stretch_the_backoff():
+    """The sidecar queues requests all the time (flushes, metrics): each must not restart the wait."""
+    import asyncio
+    port = free_port()
+    exp = Exporter(GrpcSender(f"http://127.0.0.1:{port}", {}, 2.0), ExportQueue(1 << 20), 0.2, 0.4)
+    exp.start(asyncio.get_running_loop())
+    rx = None
+    try:
+        for n in range(60):  # 6 s of a request every 100 ms; the collector is back after 1 s
+            exp.submit("logs", request(n), 1)
+            await asyncio.sleep(0.1)
+            if n == 10:
+                rx = GrpcReceiver(port)
+            if n > 10 and exp.stats.sent["logs"]:
+                break
+        assert exp.stats.sent["logs"], "nothing sent 5 s after the collector came back"
+    finally:
+        await exp.stop_async(2)
+        if rx:
+            rx.stop()
+
+
 def test_http_headers_and_gzip_reach_the_collector(http_receiver):
     seen = {}
     orig = http_receiver.httpd.RequestHandlerClass.do_POST

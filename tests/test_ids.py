@@ -44,3 +44,17 @@ def test_only_ascii_whitespace_is_trimmed():
     assert ids.normalize_message_id("\u00a0<a@B.c>") == "\u00a0<a@b.c"  # one ">" dropped, NBSP kept
     assert ids.trace_key(None, "\u3000q1") == "qid:\u3000q1"
     assert ids.root_span_id("\tq1\n") == ids.root_span_id("q1") != ids.root_span_id("\u00a0q1")
+
+
+def test_the_sidecar_traces_each_message_as_the_vectors_say():
+    """The correlator caches ids by normalised Message-ID; it must still hash what
+    trace_id_for hashes, also for ids whose normalisation is not idempotent."""
+    from otel_mta.correlate import Correlator
+    from otel_mta.model import MailEvent
+    corr = Correlator(100)
+    raws = [v["message_id"] for v in VECTORS["trace_ids"]] + ["< <a@B.org> >", "< <> >", "<<x@y>>"]
+    for n, raw in enumerate(raws):
+        qid = f"18c{n:015x}"
+        for action, entry in (("QUEUED", {"message-id": raw}), ("ACCEPTED", {"messageId": raw})):
+            trace, _ = corr.resolve(MailEvent(action, qid, "001", entry, 1, "remote_log"))
+            assert trace == ids.trace_id_for(raw, qid), (raw, action)

@@ -64,37 +64,72 @@ def _partial(signal: str, body: bytes) -> int:
 
 
 class GrpcSender:
+    """OTLP/gRPC. The sidecar's exporter uses `send_async` (grpc.aio, on its
+    event loop: see export/exporter.py); `send` blocks (otel-mta check)."""
+
     name = "otlp_grpc"
 
     def __init__(self, endpoint: str, headers: dict, timeout_s: float, insecure: bool | None = None,
                  compression: str = "none", certificate: str | None = None):
         parts = urlsplit(endpoint if "://" in endpoint else "//" + endpoint)
-        target = parts.netloc or endpoint
+        self._target = parts.netloc or endpoint
         if insecure is None:
             insecure = parts.scheme != "https"
-        options = [("grpc.max_send_message_length", 64 << 20), ("grpc.enable_retries", 0)]
-        if insecure:
-            self._channel = grpc.insecure_channel(target, options=options)
-        else:
+        self._options = [("grpc.max_send_message_length", 64 << 20), ("grpc.enable_retries", 0)]
+        self._credentials = None
+        if not insecure:
             root = Path(certificate).read_bytes() if certificate else None
-            self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root), options=options)
-        self._calls = {s: self._channel.unary_unary(m) for s, m in GRPC_METHODS.items()}
+            self._credentials = grpc.ssl_channel_credentials(root)
         self._metadata = tuple((k.lower(), v) for k, v in headers.items())
         self._timeout = timeout_s
         self._compression = grpc.Compression.Gzip if compression == "gzip" else grpc.Compression.NoCompression
-        self.endpoint = target
+        self.endpoint = self._target
+        self._sync = None   # (channel, calls), made on first use
+        self._aio = None    # the same for grpc.aio, made on the event loop that uses it
+
+    def _open(self, api) -> tuple:
+        if self._credentials is None:
+            channel = api.insecure_channel(self._target, options=self._options)
+        else:
+            channel = api.secure_channel(self._target, self._credentials, options=self._options)
+        return channel, {s: channel.unary_unary(m) for s, m in GRPC_METHODS.items()}
+
+    def _kwargs(self) -> dict:
+        return {"timeout": self._timeout, "metadata": self._metadata, "compression": self._compression}
+
+    @staticmethod
+    def _failed(err: grpc.RpcError) -> Result:
+        code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+        details = err.details() if hasattr(err, "details") else err
+        return Result(False, code in RETRYABLE_GRPC, error=f"{code.name}: {details}")
 
     def send(self, signal: str, payload: bytes) -> Result:
+        if self._sync is None:
+            self._sync = self._open(grpc)
         try:
-            body = self._calls[signal](payload, timeout=self._timeout, metadata=self._metadata,
-                                       compression=self._compression)
+            body = self._sync[1][signal](payload, **self._kwargs())
         except grpc.RpcError as err:
-            code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
-            return Result(False, code in RETRYABLE_GRPC, error=f"{code.name}: {err.details() if hasattr(err, 'details') else err}")
+            return self._failed(err)
         return Result(True, rejected=_partial(signal, body))
 
+    async def send_async(self, signal: str, payload: bytes) -> Result:
+        if self._aio is None:
+            self._aio = self._open(grpc.aio)
+        try:
+            body = await self._aio[1][signal](payload, **self._kwargs())
+        except grpc.RpcError as err:
+            return self._failed(err)
+        return Result(True, rejected=_partial(signal, body))
+
+    async def aclose(self) -> None:
+        if self._aio is not None:
+            channel, self._aio = self._aio[0], None
+            await channel.close()
+
     def close(self) -> None:
-        self._channel.close()
+        if self._sync is not None:
+            channel, self._sync = self._sync[0], None
+            channel.close()
 
 
 class HttpSender:

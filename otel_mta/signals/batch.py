@@ -22,11 +22,15 @@ class Batcher:
         self.max_batch = max_batch
         self._groups: dict = {}
         self.pending = 0
+        self._last = (None, None)  # (resource, its group): most records in a row share one
 
     def add(self, resource, record: bytes) -> None:
-        group = self._groups.get(resource)
-        if group is None:
-            group = self._groups[resource] = []
+        last, group = self._last
+        if resource is not last:
+            group = self._groups.get(resource)
+            if group is None:
+                group = self._groups[resource] = []
+            self._last = (resource, group)
         group.append(record)
         self.pending += 1
         if self.pending >= self.max_batch:
@@ -36,6 +40,6 @@ class Batcher:
         if not self.pending:
             return
         groups, count = self._groups, self.pending
-        self._groups, self.pending = {}, 0
+        self._groups, self.pending, self._last = {}, 0, (None, None)
         payload = wire.request([(res.encoded, SCOPE, records) for res, records in groups.items()])
         self._submit(self.signal, payload, count)

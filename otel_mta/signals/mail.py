@@ -36,6 +36,8 @@ SEVERITY = {
     "REJECTED": L.ERROR, "DROP": L.WARN, "DELETED": L.INFO, "QUEUE_BOUNCE": L.INFO,
     "SPAMCHECK": L.INFO, "VIRUSCHECK": L.INFO, "QUEUE_POLL": L.DEBUG,
 }
+# action -> (severity, its mta.action attribute, event name), made once
+_ACTIONS = {a: (sev, {"mta.action": a}, "zonemta." + a.lower()) for a, sev in SEVERITY.items()}
 # logged while the message is still being received, before its QUEUED entry
 HOLD_ACTIONS = frozenset({"SPAMCHECK", "VIRUSCHECK"})
 ENC = L.encode_attrs
@@ -123,10 +125,21 @@ class MailSignals:
         self.m_checks = m.counter("mta.message.checks")
         self.m_unresolved = m.counter("otelmta_correlation_unresolved")
         self.m_dups = m.counter("otelmta_receiver_dropped_records")
+        # the two busiest counters are counted in plain dicts and added to the
+        # store before each collection: a dict update costs a third of Counter.add
+        self._n_attempts: dict = {}
+        self._n_queued: dict = {}
         m.before_collect(self.top_domain.rerank)
+        m.before_collect(self._add_counts)
         m.before_collect(lambda: m.gauge("otelmta_correlation_index_size").set(
             len(self.corr.index), resources.own))
         self._own = resources.own
+
+    def _add_counts(self) -> None:
+        for counter, counts in ((self.m_attempts, self._n_attempts), (self.m_queued, self._n_queued)):
+            for values, n in counts.items():
+                counter.add(n, self.res, values)
+            counts.clear()
 
     # -- entry point -----------------------------------------------------
     def handle(self, event: MailEvent) -> None:
@@ -195,6 +208,9 @@ class MailSignals:
         self.held += 1
 
     # -- mapping ---------------------------------------------------------
+    # This runs for every entry (tens of thousands a second), so values used
+    # more than once are kept in locals, and a record's attribute dicts go to
+    # its encoder as they are (one C call encodes both).
     def _emit(self, event: MailEvent) -> None:
         trace_id, mid = self.corr.resolve(event)
         if mid is None:
@@ -204,17 +220,20 @@ class MailSignals:
         attrs = {"mta.queue_id": event.queue_id, "mta.delivery.seq": event.seq, "mta.message_id": mid}
         outcome = OUTCOME.get(action)
         span_id = None
+        log_only = None
         if outcome is not None:
-            time_ns, span_id, body, encoded = self._delivery(event, trace_id, mid, outcome, attrs)
+            time_ns, span_id, body, log_only = self._delivery(event, trace_id, mid, outcome, attrs)
+        elif action == "QUEUED" or action == "NOQUEUE":
+            time_ns, body = self._queued(event, trace_id, attrs)
+            if action == "QUEUED":
+                span_id = self.corr.root_span_id(event.queue_id)
         else:
-            if action == "QUEUED" or action == "NOQUEUE":
-                time_ns, body = self._queued(event, trace_id, attrs)
-                if action == "QUEUED":
-                    span_id = self.corr.root_span_id(event.queue_id)
-            else:
-                time_ns, body = self._other(event, attrs)
-            encoded = ENC(LOG, attrs, _CACHED)
-        severity = SEVERITY.get(action, L.INFO)
+            time_ns, body = self._other(event, attrs)
+        known = _ACTIONS.get(action)
+        if known is not None:
+            severity, action_attr, event_name = known
+        else:
+            severity, action_attr, event_name = L.INFO, {"mta.action": action}, "zonemta." + action.lower()
         if action == "QUEUE_BOUNCE" and entry.get("queued") == "no":
             severity = L.ERROR
         elif action == "VIRUSCHECK" and entry.get("result") == "infected":
@@ -222,44 +241,49 @@ class MailSignals:
         elif action == "SPAMCHECK" and "reject" in str(entry.get("result", "")):
             severity = L.WARN
         record = L.encode_log(time_ns, event.observed_ns, severity, body,
-                              ENC(LOG, {"mta.action": action}, _CACHED) + encoded, trace_id, span_id,
-                              "zonemta." + action.lower())
+                              (action_attr, attrs, log_only) if log_only else (action_attr, attrs),
+                              trace_id, span_id, event_name)
         self.logs.add(self.res, record)
 
     def _queued(self, event: MailEvent, trace_id, attrs: dict):
         e, red = event.entry, self.red
-        iface = e.get("interface")
+        get = e.get
+        qid = event.queue_id
+        iface = get("interface")
         attrs["mta.interface"] = iface
-        red.address("mta.sender", e.get("from"), red.sender, attrs)
-        red.address("mta.header_from", e.get("headerFrom"), red.sender, attrs)
-        red.address_list("mta.recipient", e.get("to"), red.recipient, attrs)
-        red.value("mta.subject", e.get("subject"), red.subject, attrs)
-        red.value("mta.user", e.get("user") or e.get("auth"), red.user, attrs)
-        red.value("mta.client.address", e.get("src"), red.client, attrs)
-        red.value("mta.client.host", e.get("originhost"), red.client, attrs)
-        red.value("mta.client.helo", e.get("transhost"), red.client, attrs)
-        attrs["mta.transport"] = e.get("transtype")
-        size = _num(e.get("body"))
+        red.address("mta.sender", get("from"), red.sender, attrs)
+        red.address("mta.header_from", get("headerFrom"), red.sender, attrs)
+        red.address_list("mta.recipient", get("to"), red.recipient, attrs)
+        red.value("mta.subject", get("subject"), red.subject, attrs)
+        red.value("mta.user", get("user") or get("auth"), red.user, attrs)
+        red.value("mta.client.address", get("src"), red.client, attrs)
+        red.value("mta.client.host", get("originhost"), red.client, attrs)
+        red.value("mta.client.helo", get("transhost"), red.client, attrs)
+        attrs["mta.transport"] = get("transtype")
+        size = _num(get("body"))
         attrs["mta.message.size"] = int(size) if size is not None else None
-        attrs["mta.message.md5"] = e.get("md5")
+        attrs["mta.message.md5"] = get("md5")
         now = event.observed_ns
+        res = self.res
         if event.action == "NOQUEUE":
-            attrs["mta.error"] = red.text(e.get("error"))
-            self.m_queue_errors.add(1, self.res, (iface,))
-            return now, f"NOQUEUE {event.queue_id}: {attrs['mta.error'] or 'not queued'}"
-        self.m_queued.add(1, self.res, (iface,))
+            attrs["mta.error"] = red.text(get("error"))
+            self.m_queue_errors.add(1, res, (iface,))
+            return now, f"NOQUEUE {qid}: {attrs['mta.error'] or 'not queued'}"
+        queued, key = self._n_queued, (iface,)
+        queued[key] = queued.get(key, 0) + 1
         if size is not None:
-            self.m_size.record(size, self.res, (iface,))
-        to = e.get("to")
-        recipients = len([a for a in to.split(",") if a.strip()]) if type(to) is str and to != "<>" else 1
-        self.tracker.queued(event.queue_id, trace_id, now, attrs, recipients)
+            self.m_size.record(size, res, (iface,))
         rcpts = attrs.get("mta.recipient.count")
-        doms = attrs.get("mta.recipient.domain")
-        doms = ", ".join(doms) if type(doms) is list else doms
-        body = f"QUEUED {event.queue_id}"
-        if attrs.get("mta.sender.domain"):
-            body += f" from {attrs['mta.sender.domain']}"
+        recipients = rcpts
+        if recipients is None:  # recipients not recorded (privacy mode drop, or "<>"): count them here
+            to = get("to")
+            recipients = len([a for a in to.split(",") if a.strip()]) if type(to) is str and to != "<>" else 1
+        self.tracker.queued(qid, trace_id, now, attrs, recipients, self.corr.root_span_id(qid))
+        sender = attrs.get("mta.sender.domain")
+        body = f"QUEUED {qid} from {sender}" if sender else f"QUEUED {qid}"
         if rcpts:
+            doms = attrs.get("mta.recipient.domain")
+            doms = ", ".join(doms) if type(doms) is list else doms
             body += f" for {rcpts} recipient{'s' if rcpts != 1 else ''} ({doms})"
         if size is not None:
             body += f", {int(size)} bytes"
@@ -268,22 +292,24 @@ class MailSignals:
         return now, body
 
     def _delivery(self, event: MailEvent, trace_id, mid, outcome: str, attrs: dict):
-        """A delivery attempt: log body, span, metrics. Attributes shared by the
-        log record and the span are encoded once."""
+        """A delivery attempt: span and metrics; returns the log record's time,
+        span id, body and its log-only attributes. The attributes shared by the
+        log record and the span are collected once."""
         e, red = event.entry, self.red
+        get = e.get
         action, qid = event.action, event.queue_id
-        zone = e.get("zone")
-        mx = e.get("mx") or None
-        ip = e.get("ip") or None
-        peer = e.get("host") or None
-        category = e.get("category") or None
-        response = red.text(e.get("response")) or None
-        protocol = e.get("protocol")
+        zone = get("zone")
+        mx = get("mx") or None
+        ip = get("ip") or None
+        peer = get("host") or None
+        category = get("category") or None
+        response = red.text(get("response")) or None
+        protocol = get("protocol")
         attrs["mta.zone"] = zone
         attrs["mta.delivery.outcome"] = outcome
-        red.address("mta.recipient", e.get("to"), red.recipient, attrs)
-        red.address("mta.sender", e.get("from"), red.sender, attrs)
-        red.address("mta.return_path", e.get("returnPath"), red.sender, attrs)
+        red.address("mta.recipient", get("to"), red.recipient, attrs)
+        red.address("mta.sender", get("from"), red.sender, attrs)
+        red.address("mta.return_path", get("returnPath"), red.sender, attrs)
         attrs["mta.mx.host"] = mx
         attrs["server.address"] = mx
         attrs["network.peer.address"] = peer
@@ -293,48 +319,51 @@ class MailSignals:
         if response:
             m = _SMTP_REPLY.match(response)
             if m:
-                attrs["mta.smtp.code"] = int(m.group(1))
-                attrs["mta.smtp.enhanced_status"] = m.group(2)
-        size = _num(e.get("size"))
+                code, status = m.groups()
+                attrs["mta.smtp.code"] = int(code)
+                attrs["mta.smtp.enhanced_status"] = status
+        size = _num(get("size"))
         attrs["mta.message.size"] = int(size) if size is not None else None
         attrs["mta.protocol"] = protocol
-        if e.get("tlsVersion"):
-            attrs["mta.tls.version"] = e.get("tlsVersion")
-            attrs["mta.tls.cipher"] = e.get("tlsCipher") or None
-            attrs["mta.tls.authorized"] = e.get("tlsAuthorized") is True
-            attrs["mta.tls.authorization_error"] = e.get("tlsAuthorizationError") or None
-        defcount = event.defcount if action == "DEFERRED" else 0
-        if action == "DEFERRED":
+        tls = get("tlsVersion")
+        if tls:
+            attrs["mta.tls.version"] = tls
+            attrs["mta.tls.cipher"] = get("tlsCipher") or None
+            attrs["mta.tls.authorized"] = get("tlsAuthorized") is True
+            attrs["mta.tls.authorization_error"] = get("tlsAuthorizationError") or None
+        deferred = action == "DEFERRED"
+        defcount = event.defcount if deferred else 0
+        if deferred:
             attrs["mta.defer.count"] = defcount
         # ZoneMTA sends the entry as the attempt ends. `timer` is the attempt's
         # length in ms (from fetching the message to the end of DATA) and `start`
         # the ms from then until the first byte went to the MX (lib/byte-counter.js);
         # neither is a wall-clock time, and both are false/undefined when the
         # attempt failed before sending.
-        timer = _num(e.get("timer"))
-        first_byte = _num(e.get("start"))
+        timer = _num(get("timer"))
+        first_byte = _num(get("start"))
         end_ns = event.observed_ns
         start_ns = end_ns - _ms_to_ns(timer) if timer is not None else end_ns
         # metrics
+        res = self.res
         dom = attrs.get("mta.recipient.domain")
-        self.m_attempts.add(1, self.res, (zone, outcome, ip, category, self.top_domain(dom)))
+        attempts, key = self._n_attempts, (zone, outcome, ip, category, self.top_domain(dom))
+        attempts[key] = attempts.get(key, 0) + 1
         if timer is not None:
-            self.m_duration.record(timer / 1000.0, self.res, (zone, outcome))
+            self.m_duration.record(timer / 1000.0, res, (zone, outcome))
         # span
         span_id = ids.attempt_span_id(qid, event.seq or "", action, defcount)
         if mid is not None and qid not in self.corr.index:
             self.corr.index.put(qid, mid)     # queued before a restart: keep later entries in this trace
-        status, status_msg = 0, None
-        if action == "REJECTED":
-            status, status_msg = T.STATUS_ERROR, response
+        rejected = action == "REJECTED"
         if trace_id:
             extra = {"server.port": 25 if mx else None, "network.local.address": ip,
-                     "network.protocol.name": protocol, "error.type": (category or "rejected") if status else None}
+                     "network.protocol.name": protocol, "error.type": (category or "rejected") if rejected else None}
             events = None
             if first_byte is not None and timer is not None:
                 events = [(start_ns + _ms_to_ns(first_byte), "message data started", {})]
-            attempt = _Attempt(span_id, trace_id, self.corr.root_span_id(qid), start_ns, end_ns,
-                               ENC(SPAN, attrs, _CACHED) + ENC(SPAN, extra, _CACHED), status, status_msg, events)
+            attempt = _Attempt(span_id, trace_id, self.corr.root_span_id(qid), start_ns, end_ns, (attrs, extra),
+                               T.STATUS_ERROR if rejected else 0, response if rejected else None, events)
             early = self._early.pop(span_id, None) if self._early else None
             if early is not None:              # the phases came first
                 self._attempt_span(attempt, early[4], qid, event.seq, early[3])
@@ -348,28 +377,28 @@ class MailSignals:
                 if event.phases:
                     self._emit_phases(event, trace_id, span_id)
         log_only = {"mta.delivery.duration_ms": int(timer) if timer is not None else None}
-        if action == "DEFERRED":
+        if deferred:
             self.tracker.deferred(qid, end_ns)
-            nxt = _num(e.get("nextattempt"))
+            nxt = _num(get("nextattempt"))
             if nxt is not None:
                 log_only["mta.defer.next_attempt"] = datetime.fromtimestamp(nxt / 1000, timezone.utc).isoformat(
                     timespec="seconds")
         else:
             self.tracker.final(qid, event.seq, outcome, end_ns)
         # log body: a line an operator can read
-        dest = dom or "?"
-        via = (f" via {mx}" + (f"[{peer}]" if peer else "")) if mx else ""
-        head = action if not category else f"{action}[{category}]"
-        body = f"{head} {_ref(event)} to {dest}{via}"
+        head = f"{action}[{category}]" if category else action
+        body = f"{head} {_ref(event)} to {dom or '?'}"
+        if mx:
+            body += f" via {mx}[{peer}]" if peer else f" via {mx}"
         if ip:
             body += f" from {ip}"
         if timer is not None:
             body += f" in {int(timer)} ms"
-        if action == "DEFERRED":
+        if deferred:
             body += f" (deferral {defcount})"
         if response:
             body += f": {response}"
-        return end_ns, span_id, body, ENC(LOG, attrs, _CACHED) + ENC(LOG, log_only)
+        return end_ns, span_id, body, log_only
 
     def _other(self, event: MailEvent, attrs: dict):
         e, red, action = event.entry, self.red, event.action
@@ -436,7 +465,7 @@ class MailSignals:
         if waiting is not None:
             self._attempt_span(waiting, start_ns, queue_id, seq, phases)
             return
-        trace_id = self._attempts.pop(attempt_id)
+        trace_id = self._attempts.pop(attempt_id, None)
         if trace_id is not None:               # the span went out already (held too long)
             self._phase_spans(trace_id, attempt_id, queue_id, seq, phases)
             return

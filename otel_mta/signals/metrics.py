@@ -79,8 +79,9 @@ class Counter(Instrument):
     def add(self, value, resource, values: tuple = ()) -> None:
         key = (resource, values)
         series = self.series
-        if key in series:
-            series[key] += value
+        old = series.get(key)  # one lookup, not `in` then `+=` (the key's hash is not cached)
+        if old is not None:
+            series[key] = old + value
         else:
             key = self._key(resource, values)
             series[key] = series.get(key, 0) + value

@@ -10,18 +10,22 @@ because their parent id is derived from the queue id (docs/trace-ids.md).
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from otel_mta import ids
 from otel_mta.signals import traces as T
 
+_STATE = {s: {"mta.message.state": s} for s in ("delivered", "partially_delivered", "bounced", "dropped", "queued")}
 _ROOT_ATTRS = ("mta.queue_id", "mta.message_id", "mta.interface", "mta.sender.domain",
                "mta.recipient.domain", "mta.recipient.count", "mta.message.size")
 
 
 class _Root:
-    __slots__ = ("trace_id", "start_ns", "deadline_ns", "expected", "outcomes", "attrs")
+    __slots__ = ("trace_id", "span_id", "start_ns", "deadline_ns", "expected", "outcomes", "attrs")
 
-    def __init__(self, trace_id, start_ns, deadline_ns, expected, attrs):
+    def __init__(self, trace_id, span_id, start_ns, deadline_ns, expected, attrs):
         self.trace_id = trace_id
+        self.span_id = span_id
         self.start_ns = start_ns
         self.deadline_ns = deadline_ns
         self.expected = expected
@@ -35,21 +39,24 @@ class MessageTracker:
         self._res = resource
         self.capacity = capacity
         self.max_hold_ns = int(max_hold_s * 1e9)
-        self._open: dict[str, _Root] = {}
+        # ordered: when full, the oldest root goes first (finding a plain dict's
+        # first key gets slow once many keys before it were deleted)
+        self._open: OrderedDict[str, _Root] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._open)
 
     def queued(self, queue_id: str, trace_id: bytes | None, start_ns: int, attrs: dict,
-               recipients: int) -> None:
+               recipients: int, span_id: bytes | None = None) -> None:
+        """A message was queued; `span_id` is its root span id if already known."""
         if trace_id is None:
             return
         if len(self._open) >= self.capacity:
             oldest = next(iter(self._open))
             self._end(oldest, self._open[oldest].start_ns, "queued")
-        root_attrs = {k: attrs[k] for k in _ROOT_ATTRS if attrs.get(k) is not None}
-        self._open[queue_id] = _Root(trace_id, start_ns, start_ns + self.max_hold_ns,
-                                     max(recipients, 1), root_attrs)
+        root_attrs = dict(zip(_ROOT_ATTRS, map(attrs.get, _ROOT_ATTRS)))  # None values are not encoded
+        self._open[queue_id] = _Root(trace_id, span_id or ids.root_span_id(queue_id), start_ns,
+                                     start_ns + self.max_hold_ns, max(recipients, 1), root_attrs)
 
     def final(self, queue_id: str, seq: str | None, outcome: str, time_ns: int) -> None:
         root = self._open.get(queue_id)
@@ -81,10 +88,8 @@ class MessageTracker:
 
     def _end(self, queue_id: str, end_ns: int, state: str, error: bool = False) -> None:
         root = self._open.pop(queue_id)
-        attrs = dict(root.attrs)
-        attrs["mta.message.state"] = state
-        record = T.encode_span(root.trace_id, ids.root_span_id(queue_id), None, "message",
+        record = T.encode_span(root.trace_id, root.span_id, None, "message",
                                T.SPAN_KIND_SERVER, root.start_ns, max(end_ns, root.start_ns),
-                               T.encode_attrs(T.TAG, attrs), T.STATUS_ERROR if error else 0,
+                               T.encode_attrs(T.TAG, (root.attrs, _STATE[state])), T.STATUS_ERROR if error else 0,
                                "one or more recipients rejected" if error else None)
         self._spans.add(self._res, record)

@@ -1,14 +1,17 @@
 """Protocol Buffers wire format for the OTLP messages on the hot path.
 
 Why by hand: building OTLP log records and spans with the generated protobuf
-classes costs ~15 us each here (upb copies every nested message); writing the
-wire format directly, with the encoded form of repeated attribute values cached,
-costs ~5 us (bench/otlp_encode.py prints both). Logs and spans are produced per
-mail event, so this decides the sidecar's throughput. Metrics are exported once
-per interval and use the generated classes (signals/metrics.py).
+classes costs ~10 us each here (upb copies every nested message; PERF-FACTS);
+writing the wire format directly, with the encoded form of repeated attribute
+values cached, costs ~5 us. Logs and spans are produced per mail event, so
+this decides the sidecar's throughput. Metrics are exported once per interval
+and use the generated classes (signals/metrics.py).
 
-Every encoder here is checked by parsing its output with the official
-opentelemetry-proto classes (tests/test_wire.py).
+The hot encoders (attributes, log records, spans, requests) also have C twins
+in _wire.c, used when built: several times faster again
+(bench/remote_log_stages.py prints both). The Python functions here are
+the reference: tests/test_wire.py checks that both write the same bytes and
+that the official opentelemetry-proto classes parse them field for field.
 """
 from __future__ import annotations
 
@@ -131,7 +134,9 @@ class Attributes:
         n = len(body)
         return (_SMALL[n] if n < 16384 else varint(n)) + body
 
-    def encode(self, attrs: dict, cached_keys: frozenset = frozenset()) -> list[bytes]:
+    def encode(self, attrs: dict | tuple, cached_keys: frozenset = frozenset()) -> list[bytes]:
+        if type(attrs) is tuple:  # several dicts, in order
+            return [kv for part in attrs for kv in self.encode(part, cached_keys)]
         out = []
         cache = self._cache
         pair = self._pair
@@ -163,16 +168,10 @@ def field(tag: bytes, encoded: list[bytes]) -> bytes:
 LOG_ATTRS, SPAN_ATTRS, EVENT_ATTRS = LOG_ATTR[0], SPAN_ATTR[0], EVENT_ATTR[0]
 
 
-def encode_attrs_py(tag: int, attrs: dict, cached_keys: frozenset = frozenset()) -> bytes:
-    """Every non-None attribute of `attrs` as a KeyValue field under `tag`."""
+def encode_attrs_py(tag: int, attrs: dict | tuple, cached_keys: frozenset = frozenset()) -> bytes:
+    """Every non-None attribute of `attrs` (a dict, or a tuple of dicts read in
+    order) as a KeyValue field under `tag`."""
     return field(bytes((tag,)), ATTRIBUTES.encode(attrs, cached_keys))
-
-
-try:  # the C twin (signals/_wire.c), built by `pip install` when a compiler is present
-    from otel_mta.signals._wire import encode_attrs
-except ImportError:  # pragma: no cover - exercised where no compiler exists
-    encode_attrs = encode_attrs_py
-HAVE_C = encode_attrs is not encode_attrs_py
 
 
 def resource(attrs: dict) -> bytes:
@@ -184,7 +183,7 @@ def scope(name: str, version: str) -> bytes:
     return ld(SCOPE_NAME, name.encode()) + ld(SCOPE_VERSION, version.encode())
 
 
-def request(groups: list[tuple[bytes, bytes, list[bytes]]]) -> bytes:
+def request_py(groups: list[tuple[bytes, bytes, list[bytes]]]) -> bytes:
     """An Export{Logs,Trace}ServiceRequest from (resource, scope, records) groups.
 
     `records` are finished LogRecord / Span messages without their tag; the
@@ -195,3 +194,10 @@ def request(groups: list[tuple[bytes, bytes, list[bytes]]]) -> bytes:
         inner = ld(SCOPE_SCOPE, scp) + b"".join(ld(SCOPE_ITEMS, r) for r in records)
         out.append(ld(REQ_RESOURCE_ITEMS, ld(RES_RESOURCE, res) + ld(RES_SCOPE_ITEMS, inner)))
     return b"".join(out)
+
+
+try:  # the C twins (signals/_wire.c), built by `pip install` when a compiler is present
+    from otel_mta.signals._wire import encode_attrs, request
+except ImportError:  # pragma: no cover - exercised where no compiler exists
+    encode_attrs, request = encode_attrs_py, request_py
+HAVE_C = encode_attrs is not encode_attrs_py

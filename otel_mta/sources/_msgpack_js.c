@@ -2,7 +2,7 @@
  * C twin of msgpack_js.py: decodes the msgpack-js@0.3.0 dialect that ZoneMTA's
  * remote log uses. The pure-Python decoder costs ~16 us per ZoneMTA delivery
  * entry, most of the sidecar's per-entry budget; this one costs ~1-2 us
- * (bench/remote_log_decode.py prints both). The two must agree on every input:
+ * (bench/remote_log_stages.py prints both). The two must agree on every input:
  * tests/test_msgpack_js.py runs both over the real encoder's bytes and a fuzz
  * corpus. Errors raise ValueError(reason, detail); the Python wrapper turns
  * that into DecodeError.
@@ -37,12 +37,61 @@ static uint32_t be32(const unsigned char *p) {
 }
 static uint64_t be64(const unsigned char *p) { return ((uint64_t)be32(p) << 32) | be32(p + 4); }
 
-static PyObject *parse(reader *r, int depth);
+static PyObject *parse(reader *r, int depth, int is_key);
 
-static PyObject *text(reader *r, Py_ssize_t n) {
-    if (!need(r, n)) return fail("truncated", "string past end of datagram");
+/* Short strings repeat in every entry: the map keys ("zone", "mx", ...) and
+ * many values (zone names, IPs, TLS versions, domains). A small direct-mapped
+ * cache of finished str objects, keyed by their bytes, saves decoding,
+ * allocating and hashing them again (~1 us of a delivery entry's ~2.3 us);
+ * keys are interned, so Python's lookups by literal compare by identity.
+ * Bounded: a string that maps to a taken slot replaces it. */
+#define CACHE_SLOTS 1024
+#define CACHE_MAX_LEN 24
+
+typedef struct {
+    Py_ssize_t n;
+    char bytes[CACHE_MAX_LEN];
+    PyObject *str;
+} cache_slot;
+
+static cache_slot str_cache[CACHE_SLOTS];
+
+static PyObject *text_uncached(reader *r, Py_ssize_t n) {
     PyObject *s = PyUnicode_DecodeUTF8((const char *)r->buf + r->pos, n, "replace");
     r->pos += n;
+    return s;
+}
+
+static PyObject *text(reader *r, Py_ssize_t n, int is_key) {
+    if (!need(r, n)) return fail("truncated", "string past end of datagram");
+    if (n > CACHE_MAX_LEN) {
+        PyObject *s = text_uncached(r, n);
+        if (s && is_key) PyUnicode_InternInPlace(&s);  /* keys repeat in every entry */
+        return s;
+    }
+    const unsigned char *p = r->buf + r->pos;
+    uint32_t h = 2166136261u ^ (uint32_t)n;  /* FNV-1a */
+    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
+    cache_slot *slot = &str_cache[h & (CACHE_SLOTS - 1)];
+    if (slot->str && slot->n == n && memcmp(slot->bytes, p, n) == 0) {
+        if (is_key && !PyUnicode_CHECK_INTERNED(slot->str)) {
+            PyUnicode_InternInPlace(&slot->str);  /* first met as a value */
+        }
+        r->pos += n;
+        Py_INCREF(slot->str);
+        return slot->str;
+    }
+    PyObject *s = text_uncached(r, n);
+    if (!s) return NULL;
+    if (is_key) {
+        PyUnicode_InternInPlace(&s);
+    } else if (PyObject_Hash(s) == -1) {  /* computed once, kept in the object */
+        PyErr_Clear();
+    }
+    Py_INCREF(s);
+    Py_XSETREF(slot->str, s);
+    slot->n = n;
+    memcpy(slot->bytes, p, n);
     return s;
 }
 
@@ -57,16 +106,18 @@ static PyObject *container(reader *r, int is_map, Py_ssize_t n, int depth) {
         PyObject *list = PyList_New(n);
         if (!list) return NULL;
         for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *v = parse(r, depth);
+            PyObject *v = parse(r, depth, 0);
             if (!v) { Py_DECREF(list); return NULL; }
             PyList_SET_ITEM(list, i, v);
         }
         return list;
     }
-    PyObject *dict = PyDict_New();
+    /* sized for its keys (~25 in a delivery entry), so it does not grow while it fills; capped
+     * because n comes from the datagram */
+    PyObject *dict = _PyDict_NewPresized(n < 64 ? n : 64);
     if (!dict) return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *k = parse(r, depth);
+        PyObject *k = parse(r, depth, 1);
         if (!k) { Py_DECREF(dict); return NULL; }
         if (!PyUnicode_CheckExact(k)) {
             if (PyLong_Check(k) || PyFloat_Check(k) || k == Py_None) {
@@ -78,10 +129,8 @@ static PyObject *container(reader *r, int is_map, Py_ssize_t n, int depth) {
                 Py_DECREF(k); Py_DECREF(dict);
                 return fail("bad_key", "map key is not a string or number");
             }
-        } else {
-            PyUnicode_InternInPlace(&k);  /* keys repeat in every entry */
         }
-        PyObject *v = parse(r, depth);
+        PyObject *v = parse(r, depth, 0);
         if (!v) { Py_DECREF(k); Py_DECREF(dict); return NULL; }
         int rc = PyDict_SetItem(dict, k, v);
         Py_DECREF(k); Py_DECREF(v);
@@ -90,13 +139,13 @@ static PyObject *container(reader *r, int is_map, Py_ssize_t n, int depth) {
     return dict;
 }
 
-static PyObject *parse(reader *r, int depth) {
+static PyObject *parse(reader *r, int depth, int is_key) {
     if (!need(r, 1)) return fail("truncated", "value past end of datagram");
     unsigned char c = r->buf[r->pos++];
     const unsigned char *p = r->buf + r->pos;
     if (c < 0x80) return PyLong_FromLong(c);
     if (c >= 0xe0) return PyLong_FromLong((long)c - 0x100);
-    if (c >= 0xa0 && c < 0xc0) return text(r, c & 0x1f);
+    if (c >= 0xa0 && c < 0xc0) return text(r, c & 0x1f, is_key);
     if (c < 0x90) return container(r, 1, c & 0x0f, depth);
     if (c < 0xa0) return container(r, 0, c & 0x0f, depth);
     switch (c) {
@@ -128,7 +177,7 @@ static PyObject *parse(reader *r, int depth) {
         if (!need(r, wide ? 4 : 2)) return fail("truncated", "length past end of datagram");
         Py_ssize_t n = wide ? (Py_ssize_t)be32(p) : (Py_ssize_t)be16(p);
         r->pos += wide ? 4 : 2;
-        if (c == 0xda || c == 0xdb) return text(r, n);
+        if (c == 0xda || c == 0xdb) return text(r, n, is_key);
         if (c == 0xd8 || c == 0xd9) {
             if (!need(r, n)) return fail("truncated", "buffer past end of datagram");
             PyObject *b = PyBytes_FromStringAndSize((const char *)r->buf + r->pos, n);
@@ -154,7 +203,7 @@ static PyObject *py_decode(PyObject *self, PyObject *arg) {
     if (r.len == 0) {
         fail("empty", "");
     } else {
-        out = parse(&r, 0);
+        out = parse(&r, 0, 0);
         if (out && r.pos != r.len) {
             char detail[48];
             snprintf(detail, sizeof detail, "%zd bytes after the value", r.len - r.pos);

@@ -1,58 +1,20 @@
 """ZoneMTA's remote log: one UDP datagram per `remotelog(id, seq, action, data)`,
 msgpack-js encoded (sources/msgpack_js.py), sent by @zone-eu/wild-plugins when
-ZoneMTA's `log.remote` is set (docs/remote-log.md).
-
-The socket is read with `add_reader` and non-blocking `recvfrom_into` until it
-runs dry: asyncio's DatagramProtocol maps a 256 KiB buffer per datagram and
-loses most of a burst (../PERF-FACTS). UDP cannot push back, so the kernel's
-drop counter for this socket (/proc/net/udp) is exported too.
+ZoneMTA's `log.remote` is set (docs/remote-log.md). The socket is read by
+sources/udp.py (recvmmsg bursts; kernel drops counted).
 """
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import socket
 import time
 
 from otel_mta.model import MailEvent
 from otel_mta.pipeline import RateLimitedLog
 from otel_mta.sources.base import CheckResult, Source
 from otel_mta.sources.msgpack_js import DecodeError, decode
+from otel_mta.sources.udp import UdpListener, bind_udp
 
 log = logging.getLogger("otel_mta.remote_log")
-MAX_DATAGRAM = 65535
-BURST = 1024  # datagrams per wake-up, so timers and other sources still run
-
-
-def bind_udp(host: str, port: int, rcvbuf: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        if rcvbuf:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.bind((host, port))
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def kernel_drops(sock: socket.socket) -> int | None:
-    """Datagrams the kernel dropped for this socket (its receive buffer was full)."""
-    inode = str(os.fstat(sock.fileno()).st_ino)
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    cols = line.split()
-                    if len(cols) > 12 and cols[9] == inode:
-                        return int(cols[12])
-        except OSError:
-            continue
-    return None
 
 
 class RemoteLogSource(Source):
@@ -63,42 +25,28 @@ class RemoteLogSource(Source):
         super().__init__(pipeline)
         self.settings = settings
         self.host, self.port = settings.endpoint
-        self.sock: socket.socket | None = None
-        self._buf = bytearray(MAX_DATAGRAM)
-        self._view = memoryview(self._buf)
-        self._drops_seen = 0
         self._say = RateLimitedLog(log)
-        self.received = 0
-        mail = pipeline.mail
-        self._handle_event = mail.handle
+        self.udp = UdpListener(self.host, self.port, settings.receive_buffer, self.handle_datagram, self._say,
+                               "remote log", after_burst=self._count_accepted)
+        self._accepted = 0  # added to the metric once per burst, not per entry (an add costs ~0.4 us)
+        self._handle_event = pipeline.mail.handle
         pipeline.metrics.before_collect(self._count_kernel_drops)
+        pipeline.metrics.before_collect(self._count_accepted)
 
     @property
     def endpoint(self) -> str:
         return f"udp://{self.host}:{self.port}"
 
+    @property
+    def received(self) -> int:
+        return self.udp.received
+
     async def start(self) -> None:
-        self.sock = bind_udp(self.host, self.port, self.settings.receive_buffer)
-        self.port = self.sock.getsockname()[1]
-        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._on_readable)
+        self.udp.start()
+        self.port = self.udp.port
         self.ready = True
 
-    def _on_readable(self) -> None:
-        sock, buf, view = self.sock, self._buf, self._view
-        recv = sock.recvfrom_into
-        handle = self.handle_datagram
-        for _ in range(BURST):
-            try:
-                n, peer = recv(buf)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as err:  # e.g. ICMP errors surfacing on the socket
-                self._say(logging.DEBUG, "recv", "remote log socket error: %s", err)
-                return
-            handle(bytes(view[:n]), peer)
-
     def handle_datagram(self, data: bytes, peer=None) -> None:
-        self.received += 1
         p = self.pipeline
         try:
             entry = decode(data)
@@ -125,33 +73,28 @@ class RemoteLogSource(Source):
             p.refused(self.name, self.transport, "internal_error")
             log.exception("could not map a %s entry (please report this)", action)
             return
-        p.accepted(self.name, self.transport)
+        self._accepted += 1
+
+    def _count_accepted(self) -> None:
+        if self._accepted:
+            self.pipeline.accepted(self.name, self.transport, self._accepted)
+            self._accepted = 0
 
     def _count_kernel_drops(self) -> None:
-        if self.sock is None:
-            return
-        drops = kernel_drops(self.sock)
-        if drops is not None and drops > self._drops_seen:
-            self.pipeline.dropped(self.name, self.transport, "kernel_overflow", drops - self._drops_seen)
-            self._drops_seen = drops
+        new = self.udp.new_kernel_drops()
+        if new:
+            self.pipeline.dropped(self.name, self.transport, "kernel_overflow", new)
 
     async def stop(self) -> None:
-        if self.sock is None:
+        if self.udp.sock is None:
             return
-        asyncio.get_running_loop().remove_reader(self.sock.fileno())
-        # what the kernel already holds was sent to us: read it before closing
-        for _ in range(64):
-            before = self.received
-            self._on_readable()
-            if self.received == before:
-                break
+        self.udp.stop()
         self._count_kernel_drops()
-        self.sock.close()
-        self.sock = None
+        self._count_accepted()
         self.ready = False
 
     async def check(self) -> CheckResult:
-        if self.sock is not None:
+        if self.udp.sock is not None:
             return CheckResult(self.name, self.endpoint, True, "listening")
         try:
             sock = bind_udp(self.host, self.port, 0)

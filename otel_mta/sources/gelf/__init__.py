@@ -1,7 +1,7 @@
 """GELF server: what WildDuck, ZoneMTA (through the npm `gelf` package), Haraka
 and any Graylog client send, as OpenTelemetry log records (docs/gelf.md).
 
-    udp.py      datagrams: plain, zlib, gzip, chunked (chunks.py)
+    (sources/udp.py reads the datagrams: plain, zlib, gzip, chunked (chunks.py))
     tcp.py      NUL-delimited frames on the same port
     http.py     POST /gelf (optional, OTEL_MTA_GELF_HTTP_ENDPOINT)
     decode.py   magic bytes, bounded inflate, JSON -> dict
@@ -24,8 +24,7 @@ from otel_mta.sources.gelf.decode import GelfError, decode, parse_json
 from otel_mta.sources.gelf.http import HttpListener
 from otel_mta.sources.gelf.mapping import CACHED, GelfMapper
 from otel_mta.sources.gelf.tcp import TcpListener
-from otel_mta.sources.gelf.udp import UdpListener
-from otel_mta.sources.remote_log import bind_udp
+from otel_mta.sources.udp import UdpListener, bind_udp
 
 log = logging.getLogger("otel_mta.gelf")
 NAME = "gelf"
@@ -44,7 +43,7 @@ class GelfSource(Source):
         self.mapper = GelfMapper(pipeline, s, s.max_depth, s.max_fields)
         self.chunks = Reassembler(s.chunk_timeout, s.max_chunk_sets, s.max_chunk_bytes,
                                   on_drop=lambda reason, n=1: pipeline.dropped(NAME, "udp", reason, n))
-        self.udp = UdpListener(self.host, self.port, s.receive_buffer, self.handle_datagram, self._say)
+        self.udp = UdpListener(self.host, self.port, s.receive_buffer, self.handle_datagram, self._say, "GELF UDP")
         self.tcp = None
         self.http = None
         self._timer = None
