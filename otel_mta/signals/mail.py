@@ -483,8 +483,8 @@ class MailSignals:
                                                start, a.end_ns, a.attrs, a.status, a.status_msg, a.events))
         if phases is not None:
             self._phase_spans(a.trace_id, a.span_id, queue_id, seq, phases)
-        else:
-            self._attempts.put(a.span_id, a.trace_id)
+        elif self._phases_until > time.monotonic():
+            self._attempts.put(a.span_id, a.trace_id)  # late phases (only a plugin sends them) still find it
 
     def _release_early(self, attempt_id: bytes) -> None:
         """The entry never came (lost, or the remote log is off): children in the message's trace anyway."""

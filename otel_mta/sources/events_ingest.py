@@ -18,6 +18,7 @@ import collections
 import logging
 import time
 
+from otel_mta.correlate import HashWindow
 from otel_mta.model import MailEvent, Phase
 from otel_mta.sources.events_schema import Invalid, check_batch, check_event
 
@@ -48,33 +49,6 @@ def _phase_attrs(raw: dict) -> dict:
         elif want is int and t is float and value.is_integer():
             out[key] = int(value)
     return out
-
-
-class IdWindow:
-    """The last `size` event ids, to drop repeats. Kept as 64-bit hashes (a
-    set and a FIFO of ints, ~90 bytes per id, half of what the strings in an
-    ordered dict take); two ids sharing a hash inside the window is a ~1e-10
-    chance at 100,000 ids."""
-
-    __slots__ = ("size", "_set", "_order")
-
-    def __init__(self, size: int):
-        self.size = size
-        self._set: set = set()
-        self._order: collections.deque = collections.deque()
-
-    def seen(self, event_id: str) -> bool:
-        """True if the id is in the window; otherwise remember it."""
-        h = hash(event_id)
-        s = self._set
-        if h in s:
-            return True
-        s.add(h)
-        order = self._order
-        order.append(h)
-        if len(order) > self.size:
-            s.discard(order.popleft())
-        return False
 
 
 class Result:
@@ -136,7 +110,7 @@ class Ingest:
         self._handle_mail = pipeline.mail.handle
         self.tracker = pipeline.mail.tracker
         self._index = pipeline.mail.corr.index
-        self._seen = IdWindow(dedup_window) if dedup_window else None
+        self._seen = HashWindow(dedup_window) if dedup_window else None
         m, zonemta = pipeline.metrics, pipeline.resources.zonemta
         self._zonemta = zonemta
         self.m_deferral_age = m.histogram("mta.delivery.deferral_age")
