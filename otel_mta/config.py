@@ -275,7 +275,7 @@ class PrivacySettings(_Model):
 
 
 class CorrelationSettings(_Model):
-    index_size: Annotated[int, Field(ge=100)] = 100_000
+    index_size: Annotated[int, Field(ge=100)] = 50_000
     hold: Duration = 2.0
     root_hold: Duration = 600.0
     max_open_roots: Annotated[int, Field(ge=100)] = 100_000
