@@ -46,9 +46,49 @@ class BoundedMap:
         data[key] = value
 
 
+_MISSING = object()
+
+
+class GenerationalMap:
+    """A big map that forgets its oldest keys: at most `capacity` keys, at
+    least the latest capacity/2. Two plain dicts; when the newer one is half
+    the capacity, the older is dropped whole. Per key that is ~30 bytes of
+    table instead of an OrderedDict's ~140 (measured with tracemalloc: the
+    queue-id index at 50,000 keys took 8.5 MiB as an OrderedDict)."""
+
+    __slots__ = ("capacity", "evicted", "_new", "_old")
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.evicted = 0
+        self._new: dict = {}
+        self._old: dict = {}
+
+    def __len__(self) -> int:
+        return len(self._new) + len(self._old)
+
+    def __contains__(self, key) -> bool:
+        return key in self._new or key in self._old
+
+    def get(self, key, default=None):
+        value = self._new.get(key, _MISSING)
+        return self._old.get(key, default) if value is _MISSING else value
+
+    def put(self, key, value) -> None:
+        new = self._new
+        if key not in new:
+            if self._old:
+                self._old.pop(key, None)
+            if len(new) >= (self.capacity + 1) // 2:
+                self.evicted += len(self._old)
+                self._old, new = new, {}
+                self._new = new
+        new[key] = value
+
+
 class Correlator:
     def __init__(self, index_size: int = 100_000):
-        self.index = BoundedMap(index_size)   # queue id -> normalised Message-ID
+        self.index = GenerationalMap(index_size)  # queue id -> normalised Message-ID
         self._traces = BoundedMap(4096)       # trace key -> trace id (a message has several entries)
         self._mids = BoundedMap(4096)         # raw Message-ID -> normalised (same reason)
         self._roots = BoundedMap(4096)        # queue id -> root span id

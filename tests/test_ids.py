@@ -58,3 +58,28 @@ def test_the_sidecar_traces_each_message_as_the_vectors_say():
         for action, entry in (("QUEUED", {"message-id": raw}), ("ACCEPTED", {"messageId": raw})):
             trace, _ = corr.resolve(MailEvent(action, qid, "001", entry, 1, "remote_log"))
             assert trace == ids.trace_id_for(raw, qid), (raw, action)
+
+
+def test_queue_id_index_keeps_the_latest_ids_within_its_bound():
+    """Entries that carry only a queue id find their Message-ID while it is
+    among the latest index_size/2 queued; the index never holds more than
+    index_size, and what it forgot is counted."""
+    from otel_mta.correlate import Correlator
+    from otel_mta.model import MailEvent
+    corr = Correlator(1000)
+    for n in range(5000):
+        corr.learn(f"q{n}", f"<m{n}@example.org>")
+        assert len(corr.index) <= 1000
+    assert corr.index.evicted == 5000 - len(corr.index)
+    for n in range(4500, 5000):
+        event = MailEvent("DELETED", f"q{n}", "001", {}, 1, "remote_log")
+        assert corr.resolve(event) == (ids.trace_id_for(f"<m{n}@example.org>", None), f"m{n}@example.org")
+    assert corr.index.get("q0") is None
+    # a queue id learned again (a deferred message's later attempt) joins the latest
+    assert corr.index.get("q4000") == "m4000@example.org"
+    corr.learn("q4000", "<m4000@example.org>")
+    for n in range(5000, 5499):
+        corr.learn(f"q{n}", f"<m{n}@example.org>")
+    assert corr.index.get("q4000") == "m4000@example.org"
+    assert corr.index.get("q4001") is None
+    assert len(corr.index) == 1000
