@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover - exercised where no compiler exists
 
 MAX_DATAGRAM = 65535
 BURST = 64  # datagrams per wake-up: timers, other sources and export answers run in between
+COALESCE_S = 0.005  # after draining the socket, let datagrams gather this long before reading again
 
 
 def bind_udp(host: str, port: int, rcvbuf: int) -> socket.socket:
@@ -71,9 +72,12 @@ class UdpListener:
         self._view = memoryview(self._buf)
         self.received = 0
         self._drops_seen = 0
+        self._paused: asyncio.TimerHandle | None = None
+        self._draining = False
 
     def start(self) -> None:
         self.sock = bind_udp(self.host, self.port, self.rcvbuf)
+        self._draining = False
         self.port = self.sock.getsockname()[1]
         asyncio.get_running_loop().add_reader(self.sock.fileno(), self.on_readable)
 
@@ -85,6 +89,19 @@ class UdpListener:
             handle(data, peer)
         if self.after_burst is not None:
             self.after_burst()
+        if len(batch) < BURST and COALESCE_S and not self._draining:
+            # Drained. Senders write in small bursts; waking for each one cost
+            # twice the CPU per datagram of reading a few ms' worth at once
+            # (bench/remote_log.py at 20,000/s: 40 us vs 20 us an entry), so
+            # stop watching the socket for a moment. The kernel buffers meanwhile.
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self.sock.fileno())
+            self._paused = loop.call_later(COALESCE_S, self._resume)
+
+    def _resume(self) -> None:
+        self._paused = None
+        if self.sock is not None:
+            asyncio.get_running_loop().add_reader(self.sock.fileno(), self.on_readable)
 
     def read(self, limit: int) -> list:
         """Up to `limit` waiting datagrams as (data, (host, port))."""
@@ -120,6 +137,10 @@ class UdpListener:
         if self.sock is None:
             return
         asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        if self._paused is not None:
+            self._paused.cancel()
+            self._paused = None
+        self._draining = True  # read to the end, no pauses
         for _ in range(65536 // BURST):
             before = self.received
             self.on_readable()
