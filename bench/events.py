@@ -21,12 +21,9 @@ from __future__ import annotations
 import argparse
 import gzip
 import http.client
-import os
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import orjson
@@ -34,19 +31,12 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "bench")]
+from harness import free_port, start_sidecar, wait_settled  # noqa: E402
 from otlp_sink import Sink  # noqa: E402
 from traffic import generate  # noqa: E402
 
-CACHE = ROOT / ".cache" / "bench"
 SOURCE = {"service": "zonemta", "instance": "mta-0", "pid": 4711, "context": "sender", "plugin_version": "0.1.0"}
 U = "__undefined__"
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def plugin_events(messages: int) -> tuple[list[dict], int]:
@@ -120,41 +110,14 @@ def post_all(port: int, parts: list[list[bytes]]) -> list[int]:
     return statuses
 
 
-def start_sidecar(events_port: int, sink_port: int, both: bool) -> subprocess.Popen:
-    health = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
-           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
-           "OTEL_MTA_EVENTS_ENDPOINT": f"127.0.0.1:{events_port}",
-           "OTEL_MTA_REMOTE_LOG_ENDPOINT": f"127.0.0.1:{free_port()}" if both else "off",
-           "OTEL_MTA_HEALTH_ENDPOINT": f"127.0.0.1:{health}", "OTEL_MTA_GELF_ENDPOINT": "off",
-           "OTEL_MTA_ZONEMTA_API_URL": "off", "OTEL_MTA_HOST_METRICS": "off", "OTEL_MTA_DATA_DIR": str(CACHE / "data")}
-    proc = subprocess.Popen([sys.executable, "-m", "otel_mta", "run"], env=env, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz", timeout=1).read()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("sidecar did not start")
-
-
-def wait_settled(sink: Sink, expected: int, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    last, still = -1, 0
-    while time.time() < deadline and sink.logs < expected:
-        time.sleep(0.1)
-        still = still + 1 if sink.logs == last else 0
-        if still >= 30:  # nothing new for 3 s: what is missing is lost
-            return
-        last = sink.logs
-
-
 def run(events: list[dict], logs: int, senders: int, both: bool) -> dict:
     parts_bodies = bodies(events)
     parts = [parts_bodies[i::senders] for i in range(senders)]
     sink_port, events_port = free_port(), free_port()
     sink = Sink(sink_port)
-    proc = start_sidecar(events_port, sink_port, both)
+    proc = start_sidecar(sink_port, {
+        "OTEL_MTA_EVENTS_ENDPOINT": f"127.0.0.1:{events_port}", "OTEL_MTA_HOST_METRICS": "off",
+        "OTEL_MTA_REMOTE_LOG_ENDPOINT": f"127.0.0.1:{free_port()}" if both else "off"})
     ps = psutil.Process(proc.pid)
     time.sleep(0.5)
     t = ps.cpu_times()

@@ -21,7 +21,6 @@ import gzip
 import json
 import os
 import random
-import struct
 import sys
 import time
 import zlib

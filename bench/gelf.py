@@ -22,7 +22,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import zlib
 from pathlib import Path
 
@@ -31,9 +30,9 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from otlp_sink import Sink  # noqa: E402
-from remote_log import cpu_seconds, free_port, send, wait_settled  # noqa: E402
+from harness import CACHE, cpu_seconds, free_port, start_sidecar, wait_settled  # noqa: E402
+from remote_log import send  # noqa: E402
 
-CACHE = ROOT / ".cache" / "bench"
 ACTIONS = ["auth", "store", "fetch", "forward", "quota", "rcpt_to", "list", "select"]
 
 
@@ -75,23 +74,6 @@ def workload(kind: str, n: int) -> tuple[list[bytes], int]:
     return datagrams, n
 
 
-def start_sidecar(port: int, sink_port: int) -> subprocess.Popen:
-    health = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
-           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
-           "OTEL_MTA_GELF_ENDPOINT": f"127.0.0.1:{port}", "OTEL_MTA_HEALTH_ENDPOINT": f"127.0.0.1:{health}",
-           "OTEL_MTA_REMOTE_LOG_ENDPOINT": "off", "OTEL_MTA_EVENTS_ENDPOINT": "off",
-           "OTEL_MTA_ZONEMTA_API_URL": "off", "OTEL_MTA_DATA_DIR": str(CACHE / "data")}
-    proc = subprocess.Popen([sys.executable, "-m", "otel_mta", "run"], env=env, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz", timeout=1).read()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("sidecar did not start")
-
-
 def collector_binary() -> Path | None:
     """The bench-only Collector with the udplog receiver (bench/otelcol-udplog),
     built (and cached) on first use."""
@@ -119,7 +101,7 @@ def start_collector(binary: Path, port: int, sink_port: int) -> subprocess.Popen
 def run(program: str, datagrams: list[bytes], messages: int, rate: float, binary: Path | None = None) -> dict:
     sink_port, port = free_port(), free_port(socket.SOCK_DGRAM)
     sink = Sink(sink_port)
-    proc = start_collector(binary, port, sink_port) if binary else start_sidecar(port, sink_port)
+    proc = start_collector(binary, port, sink_port) if binary else start_sidecar(sink_port, {"OTEL_MTA_GELF_ENDPOINT": f"127.0.0.1:{port}"})
     ps = psutil.Process(proc.pid)
     time.sleep(0.5)
     cpu0, wall0 = cpu_seconds(ps), time.time()

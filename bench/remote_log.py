@@ -26,24 +26,17 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "bench")]
+from harness import CACHE, cpu_seconds, free_port, start_sidecar, wait_settled  # noqa: E402,F401
 from otlp_sink import Sink  # noqa: E402
 from traffic import encode, generate  # noqa: E402
 
-CACHE = ROOT / ".cache" / "bench"
 TARGET_PER_CPU_S, TARGET_LOSS, TARGET_RSS_MIB, TARGET_P99_MS, TARGET_RATIO = 50_000, 0.01, 100, 1000, 2.5
-
-
-def free_port(kind=socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def workload(messages: int) -> list[bytes]:
@@ -82,24 +75,6 @@ def send(datagrams: list[bytes], port: int, rate: float) -> list[float]:
     return times
 
 
-def wait_settled(sink: Sink, expected: int, timeout: float = 120) -> None:
-    """Until every log record arrived, or nothing new arrived for 3 s (what is
-    missing then is lost)."""
-    deadline = time.time() + timeout
-    last, still = -1, 0
-    while time.time() < deadline and sink.logs < expected:
-        time.sleep(0.25)
-        still = still + 1 if sink.logs == last else 0
-        if still >= 12:
-            return
-        last = sink.logs
-
-
-def cpu_seconds(proc: psutil.Process) -> float:
-    t = proc.cpu_times()
-    return t.user + t.system
-
-
 def busy_cpu_seconds() -> float:
     """CPU time every process on the machine used so far."""
     with open("/proc/stat") as f:
@@ -121,23 +96,6 @@ def kernel_drops(port: int) -> int | None:
     return None
 
 
-def start_sidecar(udp: int, sink_port: int, extra_env: dict) -> subprocess.Popen:
-    health = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
-           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
-           "OTEL_MTA_REMOTE_LOG_ENDPOINT": f"127.0.0.1:{udp}", "OTEL_MTA_HEALTH_ENDPOINT": f"127.0.0.1:{health}",
-           "OTEL_MTA_GELF_ENDPOINT": "off", "OTEL_MTA_EVENTS_ENDPOINT": "off", "OTEL_MTA_ZONEMTA_API_URL": "off",
-           "OTEL_MTA_DATA_DIR": str(CACHE / "data"), **extra_env}
-    proc = subprocess.Popen([sys.executable, "-m", "otel_mta", "run"], env=env, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz", timeout=1).read()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("sidecar did not start")
-
-
 def start_baseline(udp: int, sink_port: int) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "sdk_baseline.py"), "--port", str(udp),
                              "--endpoint", f"http://127.0.0.1:{sink_port}"], stdout=subprocess.PIPE, text=True,
@@ -149,7 +107,7 @@ def start_baseline(udp: int, sink_port: int) -> subprocess.Popen:
 def throughput(name: str, datagrams: list[bytes], rate: float) -> dict:
     sink_port, udp = free_port(), free_port(socket.SOCK_DGRAM)
     sink = Sink(sink_port)
-    proc = start_sidecar(udp, sink_port, {}) if name == "otel-mta" else start_baseline(udp, sink_port)
+    proc = start_sidecar(sink_port, {"OTEL_MTA_REMOTE_LOG_ENDPOINT": f"127.0.0.1:{udp}"}) if name == "otel-mta" else start_baseline(udp, sink_port)
     ps = psutil.Process(proc.pid)
     time.sleep(0.5)
     me = psutil.Process()
@@ -176,7 +134,7 @@ def throughput(name: str, datagrams: list[bytes], rate: float) -> dict:
 def steady(datagrams: list[bytes], rate: float, seconds: float) -> dict:
     sink_port, udp = free_port(), free_port(socket.SOCK_DGRAM)
     sink = Sink(sink_port, track_latency=True)
-    proc = start_sidecar(udp, sink_port, {})  # default delays: what an operator runs
+    proc = start_sidecar(sink_port, {"OTEL_MTA_REMOTE_LOG_ENDPOINT": f"127.0.0.1:{udp}"})  # default delays: what an operator runs
     ps = psutil.Process(proc.pid)
     n = min(len(datagrams), int(rate * seconds))
     rss = []

@@ -22,7 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "bench")]
-from remote_log import free_port, workload  # noqa: E402
+from harness import free_port  # noqa: E402
+from remote_log import workload  # noqa: E402
 
 
 class Recorder:

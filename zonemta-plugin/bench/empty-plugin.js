@@ -3,22 +3,8 @@
 // Baseline for bench/plugin_hooks.js: the cheapest possible plugin, one hook
 // per name that calls next() at once.
 
-const NAMES = [
-    'log:entry',
-    'message:headers',
-    'message:queue',
-    'sender:fetch',
-    'sender:connecting',
-    'sender:connect',
-    'sender:tlserror',
-    'sender:connected',
-    'sender:connection',
-    'sender:responseError',
-    'sender:delivered',
-    'queue:release',
-    'queue:bounce',
-    'queue:delayed'
-];
+// the same hooks the plugin registers
+const NAMES = require('../lib/config').HOOKS;
 
 module.exports.title = 'Empty';
 module.exports.init = (app, done) => {
