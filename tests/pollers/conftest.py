@@ -213,3 +213,18 @@ def blackhole():
     b = Blackhole()
     yield b
     b.close()
+
+
+@pytest.fixture
+def tls_files(tmp_path):
+    """A throw-away CA and a server certificate for the loopback address:
+    (ca.pem, cert.pem, key.pem)."""
+    import trustme
+    from tests.stack.proc import LOOPBACK
+    ca = trustme.CA()
+    cert = ca.issue_cert(LOOPBACK)
+    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    return ca_file, cert_file, key_file

@@ -358,14 +358,8 @@ async def test_a_server_going_away_withdraws_its_series(rig, mongo_poller, mongo
     assert one(points, "mongodb.health").value == 0
 
 
-async def test_tls_with_the_ca_in_the_uri(rig, mongo_poller, tmp_path):
-    import trustme
-    ca = trustme.CA()
-    cert = ca.issue_cert(LOOPBACK)
-    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    cert.cert_chain_pems[0].write_to_path(str(cert_file))
-    cert.private_key_pem.write_to_path(str(key_file))
+async def test_tls_with_the_ca_in_the_uri(rig, mongo_poller, tmp_path, tls_files):
+    ca_file, cert_file, key_file = tls_files
     port = free_port()
     (tmp_path / "data").mkdir()
     server = Process("ferretdb-tls", [

@@ -134,14 +134,8 @@ async def test_password_from_the_url_never_shown(rig, redis_poller, tmp_path):
         server.stop()
 
 
-async def test_tls_with_a_ca_from_the_url(rig, redis_poller, tmp_path):
-    import trustme
-    ca = trustme.CA()
-    cert = ca.issue_cert(LOOPBACK)
-    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    cert.cert_chain_pems[0].write_to_path(str(cert_file))
-    cert.private_key_pem.write_to_path(str(key_file))
+async def test_tls_with_a_ca_from_the_url(rig, redis_poller, tmp_path, tls_files):
+    ca_file, cert_file, key_file = tls_files
     tls_port = free_port()
     server = CustomRedis(tmp_path / "srv", "--tls-port", str(tls_port), "--tls-cert-file", str(cert_file),
                          "--tls-key-file", str(key_file), "--tls-ca-cert-file", str(ca_file),
