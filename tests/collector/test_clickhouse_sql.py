@@ -13,13 +13,12 @@ import time
 
 import clickhouse_schema as chs
 import pytest
+from chdb import session as chs_session
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from otelcol_harness import start_collector
 from telemetry import RESOURCE, attempt_span, send_spans, trace_id
 
-chdb = pytest.importorskip("chdb")
-from chdb import session as chs_session  # noqa: E402
 
 SQL_DIR = chs.ROOT / "collector-config" / "clickhouse"
 NOW = time.time_ns()

@@ -13,6 +13,7 @@ import datetime as dt
 import time
 import uuid
 
+import bson  # pymongo's
 import pytest
 import yaml
 
@@ -68,7 +69,6 @@ def full_mock(mongo_mock):
     """mongo_mock answering everything contrib's receiver reads, as the MongoDB
     manual documents the replies (listDatabases nameOnly, listCollections, top,
     $indexStats), and serverStatus' wiredTiger session and cache-hit fields."""
-    bson = pytest.importorskip("bson")
     I64 = bson.Int64
     status = mongo_mock._handlers["serverstatus"]
 
@@ -405,7 +405,6 @@ async def test_a_user_without_clustermonitor_gets_a_clear_line(rig, mongo_poller
 
 async def test_slow_queue_queries_leave_the_queue_out_not_the_server(rig, mongo_poller, full_mock):
     build, export = rig
-    bson = pytest.importorskip("bson")
 
     def slow_find(request):
         time.sleep(2)
