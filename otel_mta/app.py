@@ -115,12 +115,12 @@ class App:
         m, own, st = self.pipeline.metrics, self.pipeline.resources.own, self.exporter.stats
         name = self.exporter.name
         for signal_name, metric in (("logs", "log_records"), ("traces", "spans"), ("metrics", "metric_points")):
-            m.counter(f"otelmta_exporter_sent_{metric}").series[(own, (name,))] = st.sent[signal_name]
+            m.counter(f"otelmta_exporter_sent_{metric}").observe(st.sent[signal_name], own, (name,))
             failed = m.counter(f"otelmta_exporter_send_failed_{metric}")
             for (sig, reason), count in list(st.failed.items()):
                 if sig == signal_name:
-                    failed.series[(own, (name, reason))] = count
-        m.counter("otelmta_exporter_retries").series[(own, (name,))] = st.retries
+                    failed.observe(count, own, (name, reason))
+        m.counter("otelmta_exporter_retries").observe(st.retries, own, (name,))
         q = self.exporter.queue
         m.gauge("otelmta_exporter_queue_size").set(q.bytes, own, (name,))
         m.gauge("otelmta_exporter_queue_capacity").set(q.max_bytes, own, (name,))
@@ -128,8 +128,8 @@ class App:
             m.gauge("otelmta_exporter_spool_size").set(q.spool.size, own, (name,))
         cpu = self._process.cpu_times()
         cpu_counter = m.counter("otelmta_process_cpu_time")
-        cpu_counter.series[(own, ("user",))] = cpu.user
-        cpu_counter.series[(own, ("system",))] = cpu.system
+        cpu_counter.observe(cpu.user, own, ("user",))
+        cpu_counter.observe(cpu.system, own, ("system",))
         m.gauge("otelmta_process_memory_rss").set(self._process.memory_info().rss, own)
 
     def readiness(self) -> tuple[bool, dict]:

@@ -34,7 +34,7 @@ def _check_exporter(settings: Settings) -> CheckResult:
 
 async def run_check(settings: Settings) -> int:
     pipeline = Pipeline(settings, lambda *a: None)
-    results = [r for r in await asyncio.gather(*(s.check() for s in enabled_sources(settings, pipeline)))]
+    results = list(await asyncio.gather(*(s.check() for s in enabled_sources(settings, pipeline))))
     results.append(await asyncio.get_running_loop().run_in_executor(None, _check_exporter, settings))
     rows = [("SOURCE", "ENDPOINT", "STATUS", "DETAIL")] + [(r.source, r.endpoint, r.status, r.detail) for r in results]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]

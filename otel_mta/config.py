@@ -56,13 +56,18 @@ def _size(value: Any) -> int:
     return n
 
 
+_OFF = ("", "off", "false", "disabled", "none")
+
+
+def _is_off(value: Any) -> bool:
+    return value is None or value is False or str(value).strip().lower() in _OFF
+
+
 def parse_endpoint(value: Any) -> tuple[str, int] | None:
     """'host:port', '[v6]:port' or 'scheme://host:port' -> (host, port); 'off' -> None."""
-    if value is None or value is False:
+    if _is_off(value):
         return None
     text = str(value).strip()
-    if text.lower() in ("", "off", "false", "disabled", "none"):
-        return None
     if "://" in text:
         parts = urlsplit(text)
         host, port = parts.hostname, parts.port
@@ -78,11 +83,9 @@ def parse_endpoint(value: Any) -> tuple[str, int] | None:
 
 
 def _off_or_url(value: Any) -> str | None:
-    if value is None or value is False:
+    if _is_off(value):
         return None
     text = str(value).strip()
-    if text.lower() in ("", "off", "false", "disabled", "none"):
-        return None
     if "://" not in text:
         raise ValueError("expected a URL (e.g. redis://127.0.0.1:6379) or off")
     return text

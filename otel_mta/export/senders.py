@@ -7,6 +7,7 @@ Collector file exporter's JSON.
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import os
 import time
@@ -150,7 +151,6 @@ class HttpSender:
 
     def send(self, signal: str, payload: bytes) -> Result:
         if self._gzip:
-            import gzip
             payload = gzip.compress(payload, 5)
         try:
             resp = self._http.request("POST", self._urls[signal], body=payload, headers=self._headers)
@@ -231,5 +231,5 @@ class FileSink:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Read back a file the sink wrote (used by tests and `otel-mta` docs)."""
+    """Read back a file the sink wrote (one OTLP JSON request per line)."""
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -7,12 +7,13 @@ Segments left by a previous run are replayed first.
 """
 from __future__ import annotations
 
-import os
+import logging
 import struct
 import threading
 import zlib
 from pathlib import Path
 
+log = logging.getLogger("otel_mta.export")
 _HEADER = struct.Struct("<IBI")  # compressed length, signal code, item count
 SIGNALS = ("logs", "traces", "metrics")
 
@@ -118,7 +119,10 @@ class Spool:
                     raise zlib.error("record cut short")
                 payload = zlib.decompress(data[pos:pos + length])
             except zlib.error:  # a record torn by a crash: the rest of the segment is unreadable
-                self.corrupt += count_corrupt
+                if count_corrupt:
+                    self.corrupt += 1
+                    log.warning("spool segment %s: a record torn by a crash; its last %d bytes are lost",
+                                path.name, len(data) - pos + _HEADER.size)
                 return
             pos += length
             yield SIGNALS[code], payload, count

@@ -56,7 +56,7 @@ class Instrument:
         for key in [k for k in self.series if k[0] == resource]:
             del self.series[key]
         for values, value in points.items():
-            self._observe(value, resource, values)
+            self.observe(value, resource, values)
         if start_ns is None or not points:
             self.starts.pop(resource, None)
         else:
@@ -65,7 +65,8 @@ class Instrument:
     def clear(self, resource) -> None:
         self.replace(resource, {})
 
-    def _observe(self, value, resource, values: tuple) -> None:
+    def observe(self, value, resource, values: tuple = ()) -> None:
+        """Set a total counted elsewhere (another process, the exporter's stats)."""
         key = self._key(resource, values)
         if key[1] is OVERFLOW:   # observed totals beyond the limit add up in the overflow series
             self.series[key] = self.series.get(key, 0) + value
@@ -94,7 +95,7 @@ class Gauge(Instrument):
     def set(self, value, resource, values: tuple = ()) -> None:
         self.series[self._key(resource, values)] = value
 
-    _observe = set
+    observe = set
 
 
 class Histogram(Instrument):
