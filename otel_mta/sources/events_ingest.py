@@ -14,7 +14,6 @@ and counted (`otelmta_receiver_dropped_records{reason=duplicate_id}`).
 """
 from __future__ import annotations
 
-import collections
 import logging
 import time
 
@@ -92,7 +91,7 @@ class PluginHealth:
         self.buffered.set(int(ev["buffered"]), self.own, key)
         for name, counter in self.counters.items():
             # cumulative since that plugin process started: the latest report is the value
-            counter.series[(self.own, key)] = int(ev[name])
+            counter.observe(int(ev[name]), self.own, key)
 
     def _forget_stale(self) -> None:
         cutoff = time.monotonic() - HEALTH_STALE_S

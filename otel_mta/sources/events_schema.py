@@ -18,7 +18,10 @@ from __future__ import annotations
 
 SCHEMA = "otel-mta.events/v1"
 MAX_DEPTH = 16
-_CONTAINERS = (dict, list)
+_CONTAINERS = frozenset((dict, list))
+_PHASE_NAMES = frozenset(("connect", "tls", "smtp"))
+_OUTCOMES = frozenset(("ACCEPTED", "DEFERRED", "REJECTED"))
+_STATUSES = frozenset(("delivered", "rejected", "unknown"))
 
 
 # -- value checks: each returns True when the value is valid ------------------
@@ -36,8 +39,7 @@ def _str(lo: int, hi: int):
     return check
 
 
-def _enum(*values):
-    allowed = frozenset(values)
+def _enum(allowed: frozenset):
     return lambda v: type(v) is str and v in allowed
 
 
@@ -70,19 +72,14 @@ class Invalid(Exception):
         self.reason = reason
 
 
-_CONTAINER_TYPES = {dict, list}
-
-
 def _entry(v) -> bool:
     if type(v) is not dict or "id" not in v or not _str_or_number(v["id"]):
         return False
-    seq = v.get("seq")
-    if seq is not None and not _str_or_number(seq) or "seq" in v and seq is None:
+    if "seq" in v and not _str_or_number(v["seq"]):
         return False
-    action = v.get("action")
-    if action is not None and type(action) is not str or "action" in v and action is None:
+    if "action" in v and type(v["action"]) is not str:
         return False
-    if not _CONTAINER_TYPES.isdisjoint(map(type, v.values())):   # flat entries: 0.5 µs for this line
+    if not _CONTAINERS.isdisjoint(map(type, v.values())):   # flat entries: 0.5 µs for this line
         for x in v.values():
             if type(x) in _CONTAINERS and not _depth_ok(x, 2):
                 raise Invalid("too_deep")
@@ -90,7 +87,7 @@ def _entry(v) -> bool:
 
 
 _PHASE_FIELDS = {
-    "name": _enum("connect", "tls", "smtp"),
+    "name": _enum(_PHASE_NAMES),
     "start_ms": _int,
     "end_ms": _int,
     "error": _str(1, 64),
@@ -131,10 +128,10 @@ TYPES: dict[str, tuple[tuple[str, ...], dict]] = {
     "message.queue": (("queue_id",), {"queue_id": _QUEUE_ID, "message_id": _MESSAGE_ID, "size": _int,
                                       "recipients": _int, "interface": _str(0, 64)}),
     "delivery.phases": (("queue_id", "seq", "action", "defcount", "phases"),
-                        {"queue_id": _QUEUE_ID, "seq": _SEQ, "action": _enum("ACCEPTED", "DEFERRED", "REJECTED"),
+                        {"queue_id": _QUEUE_ID, "seq": _SEQ, "action": _enum(_OUTCOMES),
                          "defcount": _int, "attempt_start_ms": _int, "phases": _phases}),
     "queue.release": (("queue_id", "status"), {"queue_id": _QUEUE_ID, "seq": _SEQ, "zone": _ZONE,
-                                               "status": _enum("delivered", "rejected", "unknown")}),
+                                               "status": _enum(_STATUSES)}),
     "queue.bounce": (("queue_id",), {"queue_id": _QUEUE_ID, "seq": _SEQ, "zone": _ZONE, "category": _CATEGORY}),
     "queue.delayed": (("queue_id",), {"queue_id": _QUEUE_ID, "seq": _SEQ, "zone": _ZONE, "category": _CATEGORY,
                                       "first_ms": _int, "prev_ms": _int, "last_ms": _int}),
@@ -169,7 +166,6 @@ def _fast_phases(ev) -> bool:
 
 
 _SCALARS = {str, int, float, bool}
-_PHASE_NAMES = frozenset(("connect", "tls", "smtp"))
 
 
 def _fast_phase(p) -> bool:
@@ -242,8 +238,6 @@ def _fast_queue(ev) -> bool:
     return len(ev) == n
 
 
-_OUTCOMES = frozenset(("ACCEPTED", "DEFERRED", "REJECTED"))
-_STATUSES = frozenset(("delivered", "rejected", "unknown"))
 _FAST = {"log.entry": _fast_log_entry, "delivery.phases": _fast_phases, "queue.release": _fast_release,
          "message.headers": _fast_headers, "message.queue": _fast_queue}
 

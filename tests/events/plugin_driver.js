@@ -144,7 +144,9 @@ const OPS = {
         return {};
     },
     async drain(cmd) {
-        return { drained: await plugin.drainAll(cmd.timeout_ms || 5000) };
+        // drainAll resolves one boolean per reporter: drained means all of them
+        const results = await plugin.drainAll(cmd.timeout_ms || 5000);
+        return { drained: results.every(Boolean) };
     },
     async sleep(cmd) {
         await sleep(cmd.ms);

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
 import socket
+import subprocess
+import sys
 import zlib
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -16,9 +18,9 @@ import pytest
 from otel_mta.config import load as load_settings
 from otel_mta.pipeline import Pipeline
 from otel_mta.sources.events_http import EventsSource
+from tests.conftest import ROOT, free_port
 from tests.otlp_receiver import REQUEST, Received, attrs
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 EXAMPLE = json.loads((ROOT / "schema" / "examples" / "batch.v1.json").read_text())
 KEY = "s3cret-key-for-tests"
 
@@ -279,10 +281,6 @@ async def test_check_reports_a_port_in_use():
 
 
 def test_otel_mta_check_says_how_the_endpoint_is_protected(tmp_path, grpc_receiver):
-    import os
-    import subprocess
-    import sys
-    from tests.conftest import free_port
     base = {**{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
             "OTEL_MTA_REMOTE_LOG_ENDPOINT": "off", "OTEL_MTA_GELF_ENDPOINT": "off", "OTEL_MTA_ZONEMTA_API_URL": "off",
             "OTEL_EXPORTER_OTLP_ENDPOINT": grpc_receiver.endpoint,

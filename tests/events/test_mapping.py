@@ -346,6 +346,19 @@ def test_plugin_health_becomes_self_telemetry_per_process(capture, monkeypatch):
     assert not rx.last_points("otelmta_plugin_sent")
 
 
+def test_plugin_health_series_are_bounded_by_max_series():
+    """Every (instance, context, pid) is a series of each otelmta_plugin_* metric:
+    beyond metrics.max_series they fold into the overflow series, as elsewhere."""
+    from otel_mta import catalog
+    from otel_mta.signals.metrics import OVERFLOW, MetricStore
+    health = events_ingest.PluginHealth(MetricStore(catalog.load(), max_series=2), "own")
+    counts = dict(buffered=1, dropped=0, sent=5, failed=0, retries=0, evicted=0, hook_errors=0)
+    for pid in range(5):
+        health.update(dict(SOURCE, pid=pid), counts)
+    for inst in (health.buffered, *health.counters.values()):
+        assert len(inst.series) == 3 and ("own", OVERFLOW) in inst.series, inst.definition.name
+
+
 def test_an_entry_without_action_is_refused_not_mapped(capture):
     make, rx = capture
     p = make()

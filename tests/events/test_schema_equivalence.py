@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from otel_mta.sources.events_schema import MAX_DEPTH, Invalid, check_batch, check_event
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 SCHEMA = json.loads((ROOT / "schema" / "events.v1.schema.json").read_text())
 EXAMPLE = json.loads((ROOT / "schema" / "examples" / "batch.v1.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 TEMPLATES = {e["type"]: e for e in EXAMPLE["events"]}
-TEMPLATES["queue.delayed"] = next(e for e in EXAMPLE["events"] if e["type"] == "queue.delayed")
 
 
 def schema_says(event) -> bool:

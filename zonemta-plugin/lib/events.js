@@ -22,6 +22,11 @@ function int(value) {
     return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? Math.floor(value) : undefined;
 }
 
+// The queue id (`id`) of a hook argument, or undefined.
+function queueIdOf(obj) {
+    return obj && typeof obj === 'object' ? str(obj.id, ID_MAX) : undefined;
+}
+
 function time(value) {
     if (value instanceof Date) {
         value = value.getTime();
@@ -64,12 +69,9 @@ function headerMessageId(envelope, messageInfo) {
 
 /** message:headers -> message.headers: the queue id -> Message-ID pair, before QUEUED. */
 function messageHeaders(envelope, messageInfo, now) {
-    if (!envelope || typeof envelope !== 'object') {
-        return null;
-    }
-    const queueId = str(envelope.id, ID_MAX);
-    const messageId = headerMessageId(envelope, messageInfo);
-    if (!queueId || !messageId) {
+    const queueId = queueIdOf(envelope);
+    const messageId = queueId && headerMessageId(envelope, messageInfo);
+    if (!messageId) {
         return null;
     }
     return { id: '', type: 'message.headers', time_ms: now, queue_id: queueId, message_id: messageId };
@@ -77,10 +79,7 @@ function messageHeaders(envelope, messageInfo, now) {
 
 /** message:queue -> message.queue: the message is stored and about to be queued. */
 function messageQueue(envelope, messageInfo, now) {
-    if (!envelope || typeof envelope !== 'object') {
-        return null;
-    }
-    const queueId = str(envelope.id, ID_MAX);
+    const queueId = queueIdOf(envelope);
     if (!queueId) {
         return null;
     }
@@ -98,10 +97,7 @@ function messageQueue(envelope, messageInfo, now) {
 
 /** queue:release [zone, data] -> queue.release: a recipient left the queue. */
 function queueRelease(zone, data, now) {
-    if (!data || typeof data !== 'object') {
-        return null;
-    }
-    const queueId = str(data.id, ID_MAX);
+    const queueId = queueIdOf(data);
     if (!queueId) {
         return null;
     }
@@ -122,10 +118,7 @@ function queueRelease(zone, data, now) {
 
 /** queue:bounce [bounce, maildrop] -> queue.bounce: a bounce is being generated. */
 function queueBounce(bounce, now) {
-    if (!bounce || typeof bounce !== 'object') {
-        return null;
-    }
-    const queueId = str(bounce.id, ID_MAX);
+    const queueId = queueIdOf(bounce);
     if (!queueId) {
         return null;
     }
@@ -142,10 +135,7 @@ function queueBounce(bounce, now) {
 
 /** queue:delayed [delivery, maildrop, {first, prev, last}] -> queue.delayed. */
 function queueDelayed(delivery, options, now) {
-    if (!delivery || typeof delivery !== 'object') {
-        return null;
-    }
-    const queueId = str(delivery.id, ID_MAX);
+    const queueId = queueIdOf(delivery);
     if (!queueId) {
         return null;
     }

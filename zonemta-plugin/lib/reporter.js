@@ -122,7 +122,7 @@ class Reporter {
             this.flush();
         } catch (err) {
             this.counters.hook_errors++;
-            this.warn('tick', 'flush failed: %s', err.message);
+            this.warn('tick', 'flush failed: %s', err && err.message ? err.message : String(err));
         }
     }
 
@@ -277,9 +277,12 @@ class Reporter {
     }
 
     _notifyIdle() {
-        if (this.inFlight || this.ring.length) {
-            return;
+        if (!this.inFlight && !this.ring.length) {
+            this._wakeWaiters();
         }
+    }
+
+    _wakeWaiters() {
         const waiters = this.idleWaiters;
         this.idleWaiters = [];
         waiters.forEach(fn => fn());
@@ -325,9 +328,7 @@ class Reporter {
         clearInterval(this.healthTimer);
         clearTimeout(this.retryTimer);
         this.agent.destroy();
-        const waiters = this.idleWaiters;
-        this.idleWaiters = [];
-        waiters.forEach(fn => fn());
+        this._wakeWaiters();
     }
 
     // At most one line per kind per minute: a down sidecar must not flood the MTA log.
