@@ -89,7 +89,7 @@ class GenerationalMap:
 class Correlator:
     def __init__(self, index_size: int = 100_000):
         self.index = GenerationalMap(index_size)  # queue id -> normalised Message-ID
-        self._traces = BoundedMap(4096)       # trace key -> trace id (a message has several entries)
+        self._traces = BoundedMap(8192)       # trace key -> trace id (a message has several entries and log lines)
         self._mids = BoundedMap(4096)         # raw Message-ID -> normalised (same reason)
         self._roots = BoundedMap(4096)        # queue id -> root span id
 
@@ -141,13 +141,18 @@ class Correlator:
             if not qid:
                 return None, None
             key = "qid:" + qid
+        return self.trace_for_key(key), mid
+
+    def trace_for_key(self, key: str) -> bytes:
+        """The trace id of a `mid:<normalised Message-ID>` or `qid:<queue id>`
+        key, cached (a message has several entries and log lines). From the
+        key, not trace_id_for(mid): `mid` is normalised already, and normalising
+        twice is not always the same as once ("< <a@b> >")."""
         trace = self._traces.get(key)
         if trace is None:
-            # the key, not trace_id_for(mid): `mid` is normalised already, and
-            # normalising twice is not always the same as once ("< <a@b> >")
             trace = ids.trace_id_from_key(key)
             self._traces.put(key, trace)
-        return trace, mid
+        return trace
 
     def trace_id(self, event: MailEvent) -> bytes | None:
         return self.resolve(event)[0]

@@ -26,7 +26,7 @@ class RateLimitedLog:
         self.interval_ns = int(interval_s * 1e9)
         self._last: dict = {}
 
-    def __call__(self, level: int, reason: str, msg: str, *args) -> None:
+    def __call__(self, level: int, reason: str, msg: str, *args, exc_info: bool = False) -> None:
         now = time.monotonic_ns()
         last, hidden = self._last.get(reason, (0, 0))
         if now - last < self.interval_ns and last:
@@ -35,7 +35,7 @@ class RateLimitedLog:
         self._last[reason] = (now, 0)
         if hidden:
             msg += f" ({hidden} more like this not shown)"
-        self.logger.log(level, msg, *args)
+        self.logger.log(level, msg, *args, exc_info=exc_info)
 
 
 class Pipeline:

@@ -19,6 +19,7 @@ import time
 
 from otel_mta.correlate import HashWindow
 from otel_mta.model import MailEvent, Phase
+from otel_mta.pipeline import RateLimitedLog
 from otel_mta.sources.events_schema import Invalid, check_batch, check_event
 
 log = logging.getLogger("otel_mta.events")
@@ -110,6 +111,7 @@ class Ingest:
         self.tracker = pipeline.mail.tracker
         self._index = pipeline.mail.corr.index
         self._seen = HashWindow(dedup_window) if dedup_window else None
+        self._say = RateLimitedLog(log)
         m, zonemta = pipeline.metrics, pipeline.resources.zonemta
         self._zonemta = zonemta
         self.m_deferral_age = m.histogram("mta.delivery.deferral_age")
@@ -165,7 +167,8 @@ class Ingest:
                 continue
             except Exception:           # a mapping bug must not cost the rest of the batch
                 result.reject(i, "internal_error")
-                log.exception("could not map a %s event (please report this)", kind)
+                self._say(logging.ERROR, "internal_error", "could not map a %s event (please report this)", kind,
+                          exc_info=True)
                 continue
             result.accepted += 1
 

@@ -158,14 +158,13 @@ def decode_py(data: bytes) -> object:
     return value
 
 
-decode = decode_py
-
 try:  # the C twin, built by `pip install` when a compiler is present
     from otel_mta.sources import _msgpack_js as _c
 except ImportError:  # pragma: no cover - exercised where no compiler exists
     _c = None
+    decode = decode_py
 else:
-    def decode(data: bytes) -> object:  # noqa: F811 - the C twin replaces the reference
+    def decode(data: bytes) -> object:
         """Decode one msgpack-js value that must fill `data` exactly."""
         try:
             return _c.decode(data)

@@ -55,15 +55,13 @@ class RemoteLogSource(Source):
             self._say(logging.DEBUG, err.reason, "refused a %d-byte remote-log datagram from %s: %s",
                       len(data), peer[0] if peer else "?", err)
             return
-        if type(entry) is not dict:
-            p.refused(self.name, self.transport, "not_an_entry")
-            return
-        action = entry.get("action")
-        qid = entry.get("id")
+        action = qid = None
+        if type(entry) is dict:
+            action, qid = entry.get("action"), entry.get("id")
         if type(action) is not str or not action or qid is None:
             p.refused(self.name, self.transport, "not_an_entry")
-            self._say(logging.DEBUG, "not_an_entry", "refused a remote-log entry without id/action from %s",
-                      peer[0] if peer else "?")
+            self._say(logging.DEBUG, "not_an_entry", "refused a remote-log datagram that is not an entry "
+                      "with id and action from %s", peer[0] if peer else "?")
             return
         seq = entry.get("seq")
         event = MailEvent(action, str(qid), str(seq) if seq else None, entry, time.time_ns(), self.name)
@@ -71,7 +69,8 @@ class RemoteLogSource(Source):
             self._handle_event(event)
         except Exception:  # a mapping bug must not take the listener down
             p.refused(self.name, self.transport, "internal_error")
-            log.exception("could not map a %s entry (please report this)", action)
+            self._say(logging.ERROR, "internal_error", "could not map a %s entry (please report this)", action,
+                      exc_info=True)
             return
         self._accepted += 1
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 import zlib
 
 import pytest
@@ -148,3 +147,25 @@ async def test_wildduck_with_a_custom_component_is_not_taken_for_zonemta(gelf):
     send(g, {"short_message": "IMAP [AUTHFAIL] someone", "_component": "imap", "host": "h", "_error": "bad"})
     [(res, a, rec)] = await g.records(1)
     assert res["service.name"] == "imap" and "zonemta.code" not in a
+
+
+async def test_message_id_is_normalised_once_as_the_remote_log_does(gelf):
+    """"< <a@b> >" normalises to "<a@b>"; normalising that again would give
+    another trace than ZoneMTA's entries for the same message."""
+    from otel_mta.model import MailEvent
+    g = await gelf()
+    raw = "< <m2@Sender.example> >"
+    send(g, {"short_message": "WILDDUCK [FRWRDOK] x", "host": "h", "_component": "wildduck",
+             "_message_id": raw, "_target_queue_id": "fq-2"})
+    [(_, a, rec)] = await g.records(1)
+    queued = MailEvent("QUEUED", "q-2", None, {"id": "q-2", "action": "QUEUED", "message-id": raw}, 0, "remote_log")
+    trace, mid = g.pipeline.mail.corr.resolve(queued)
+    assert a["mta.message_id"] == mid == "<m2@sender.example>" and rec.trace_id == trace
+    assert g.pipeline.mail.corr.index.get("fq-2") == mid
+
+
+async def test_a_line_number_int_cannot_read_is_kept_as_text(gelf):
+    g = await gelf()
+    send(g, {"short_message": "x", "host": "h", "line": "\u00b2"}, {"short_message": "y", "host": "h", "_line": "9" * 30})
+    assert [a["code.line.number"] for _, a, _ in await g.records(2)] == ["\u00b2", "9" * 30]
+    assert g.refused() == {}

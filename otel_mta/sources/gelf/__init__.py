@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 
 from otel_mta.pipeline import RateLimitedLog
@@ -23,7 +22,7 @@ from otel_mta.sources.gelf.chunks import Reassembler
 from otel_mta.sources.gelf.decode import GelfError, decode, parse_json
 from otel_mta.sources.gelf.http import HttpListener
 from otel_mta.sources.gelf.mapping import CACHED, GelfMapper
-from otel_mta.sources.gelf.tcp import TcpListener
+from otel_mta.sources.gelf.tcp import TcpListener, bind_tcp
 from otel_mta.sources.udp import UdpListener, bind_udp
 
 log = logging.getLogger("otel_mta.gelf")
@@ -40,7 +39,7 @@ class GelfSource(Source):
         self.host, self.port = s.endpoint
         self.max_size = s.max_message_size
         self._say = RateLimitedLog(log)
-        self.mapper = GelfMapper(pipeline, s, s.max_depth, s.max_fields)
+        self.mapper = GelfMapper(pipeline, s)
         self.chunks = Reassembler(s.chunk_timeout, s.max_chunk_sets, s.max_chunk_bytes,
                                   on_drop=lambda reason, n=1: pipeline.dropped(NAME, "udp", reason, n))
         self.udp = UdpListener(self.host, self.port, s.receive_buffer, self.handle_datagram, self._say, "GELF UDP")
@@ -116,10 +115,7 @@ class GelfSource(Source):
         except OSError as err:
             return CheckResult(self.name, self.endpoint, False, f"cannot bind UDP: {err.strerror}")
         try:
-            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-            with socket.socket(family, socket.SOCK_STREAM) as tcp:
-                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                tcp.bind((self.host, sock.getsockname()[1]))
+            bind_tcp(self.host, sock.getsockname()[1]).close()
         except OSError as err:
             return CheckResult(self.name, self.endpoint, False, f"cannot bind TCP: {err.strerror}")
         finally:
@@ -137,10 +133,8 @@ class GelfSource(Source):
         p = self.pipeline
         try:
             if data[:1] == b"{" and len(data) <= self.max_size:   # plain JSON: the common case, no detours
-                self._emit(self.mapper.map(parse_json(data), time.time_ns()), CACHED)
-                self._counts["udp"] += 1
-                return
-            if len(data) > 1 and data[0] == 0x1E and data[1] == 0x0F:
+                msg = parse_json(data)
+            elif len(data) > 1 and data[0] == 0x1E and data[1] == 0x0F:
                 done = self.chunks.add(data, peer, time.monotonic_ns())
                 if done is None:
                     return
@@ -157,7 +151,8 @@ class GelfSource(Source):
             return
         except Exception:  # a mapping bug must not take the listener down
             p.refused(NAME, "udp", "internal_error")
-            log.exception("could not map a GELF message (please report this)")
+            self._say(logging.ERROR, "internal_error", "could not map a GELF message (please report this)",
+                      exc_info=True)
             return
         self._counts["udp"] += 1
 
@@ -184,7 +179,8 @@ class GelfSource(Source):
             return err.reason
         except Exception:
             p.refused(NAME, transport, "internal_error")
-            log.exception("could not map a GELF message (please report this)")
+            self._say(logging.ERROR, "internal_error", "could not map a GELF message (please report this)",
+                      exc_info=True)
             return "internal_error"
         self._counts[transport] += 1
         return None

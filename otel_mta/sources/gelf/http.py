@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from otel_mta.sources.gelf.decode import GelfError
-
 
 class HttpListener:
     def __init__(self, host: str, port: int, handle_http, max_size: int):
@@ -23,10 +21,13 @@ class HttpListener:
         # compressed bodies are inflated by our bounded decoder, never by aiohttp
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, auto_decompress=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            await web.TCPSite(self._runner, self.host, self.port).start()
+        except OSError:
+            await self.stop()
+            raise
         if self.port == 0:
-            self.port = site._server.sockets[0].getsockname()[1]
+            self.port = self._runner.addresses[0][1]
 
     async def _post(self, request: web.Request) -> web.Response:
         try:
@@ -43,6 +44,3 @@ class HttpListener:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-
-__all__ = ["HttpListener", "GelfError"]

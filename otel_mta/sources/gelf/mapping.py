@@ -24,7 +24,6 @@ import re
 import orjson
 
 from otel_mta import ids
-from otel_mta.correlate import BoundedMap
 from otel_mta.model import LogLine
 from otel_mta.privacy import TopN
 from otel_mta.sources.gelf.decode import GelfError, depth_ok
@@ -119,18 +118,17 @@ def _level(value) -> int | None:
 
 
 class GelfMapper:
-    def __init__(self, pipeline, settings, max_depth: int = 8, max_fields: int = 256):
+    def __init__(self, pipeline, settings):
         self.pipeline = pipeline
         self.red = pipeline.redactor
         self.corr = pipeline.mail.corr
-        self.max_depth = max_depth
-        self.max_fields = max_fields
+        self.max_depth = settings.max_depth
+        self.max_fields = settings.max_fields
         self.producers = {k.lower(): v for k, v in settings.producers.items()}
         self.zonemta_service = pipeline.settings.resource.zonemta_service_name
         self.max_hosts = settings.max_hosts
         self._services = {self.zonemta_service, WILDDUCK, HARAKA, *self.producers.values()}
         self._resources: dict = {}
-        self._traces = BoundedMap(8192)      # "mid:..." / "qid:..." -> trace id
         self._by_component: dict = {}      # `_component`/facility -> known producer or False (bounded)
         self._names: dict = {}             # GELF key -> attribute key (bounded)
         self.hosts_overflowed = 0
@@ -271,7 +269,8 @@ class GelfMapper:
                 if type(value) is str:
                     target_qid = attrs[name] = value
             elif how == CODE_LINE:
-                if type(value) is str and value.isdigit():
+                # isdecimal, not isdigit: int() refuses "²"; 18 digits stay within int64
+                if type(value) is str and value.isdecimal() and len(value) <= 18:
                     value = int(value)
                 attrs[name] = value if type(value) is int else str(value)
             else:
@@ -313,13 +312,17 @@ class GelfMapper:
             if mid is not None:
                 attrs["mta.message_id"] = mid
         if mid is not None:
-            trace_id = self._trace("mid:" + mid, mid, None)
+            # `mid` is normalised already: into the index as it is (corr.learn
+            # would normalise it again)
+            trace_id = self.corr.trace_for_key("mid:" + mid)
             if qid is not None:
-                self.corr.learn(qid, mid)
+                self.corr.index.put(qid, mid)
             if target_qid is not None:
-                self.corr.learn(target_qid, mid)
+                self.corr.index.put(target_qid, mid)
         elif qid is not None:
-            trace_id = self._trace("qid:" + qid, None, qid)
+            key = ids.trace_key(None, qid)
+            if key is not None:
+                trace_id = self.corr.trace_for_key(key)
         if kind == ZONEMTA and qid is not None and trace_id is not None:
             span_id = self.corr.root_span_id(qid)
         # body: addresses and echoed personal values masked
@@ -336,15 +339,6 @@ class GelfMapper:
                 attrs["gelf.full_message"] = full
         time_ns = _seconds_to_ns(msg.get("timestamp")) or observed_ns
         return LogLine(time_ns, observed_ns, sev, sev_text, body, attrs, service, host, trace_id, span_id)
-
-    def _trace(self, key: str, mid, qid) -> bytes | None:
-        """The shared derivation (ids.trace_id_for), cached: one message logs
-        several lines (WildDuck logs each filter step with its Message-ID)."""
-        trace = self._traces.get(key)
-        if trace is None:
-            trace = ids.trace_id_for(mid, qid)
-            self._traces.put(key, trace)
-        return trace
 
     def _personal(self, how: int, name: str, value, attrs: dict, personal: list) -> None:
         red = self.red

@@ -64,6 +64,19 @@ class Connection(asyncio.Protocol):
         self.server.connections.discard(self)
 
 
+def bind_tcp(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port), not yet listening."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class TcpListener:
     def __init__(self, host: str, port: int, handle, refuse, max_connections: int, max_size: int,
                  idle_timeout: float):
@@ -77,11 +90,8 @@ class TcpListener:
         self.server = None
 
     async def start(self) -> None:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = bind_tcp(self.host, self.port)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
             sock.listen(128)
             sock.setblocking(False)
         except OSError:
