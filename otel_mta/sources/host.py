@@ -110,12 +110,14 @@ class HostPoller(Poller):
 
     # -- system ----------------------------------------------------------------------
     def _cpu(self, points: Points, host, boot: int) -> None:
-        t = psutil.cpu_times()
-        for state, value in (("user", t.user), ("system", t.system), ("idle", t.idle),
-                             ("interrupt", getattr(t, "irq", None)), ("nice", getattr(t, "nice", None)),
-                             ("softirq", getattr(t, "softirq", None)), ("steal", getattr(t, "steal", None)),
-                             ("wait", getattr(t, "iowait", None))):
-            points.add("system.cpu.time", host, (state,), float(value) if value is not None else 0.0, boot)
+        # per logical CPU, as contrib's cpuscraper (attributes cpu, state)
+        for cpu, t in enumerate(psutil.cpu_times(percpu=True)):
+            for state, value in (("user", t.user), ("system", t.system), ("idle", t.idle),
+                                 ("interrupt", getattr(t, "irq", None)), ("nice", getattr(t, "nice", None)),
+                                 ("softirq", getattr(t, "softirq", None)), ("steal", getattr(t, "steal", None)),
+                                 ("wait", getattr(t, "iowait", None))):
+                points.add("system.cpu.time", host, (str(cpu), state),
+                           float(value) if value is not None else 0.0, boot)
         points.add("system.cpu.logical.count", host, (), psutil.cpu_count(logical=True), boot)
 
     def _memory(self, points: Points, host) -> None:

@@ -103,6 +103,7 @@ class MongoDBPoller(Poller):
         super().__init__(pipeline, settings, target)
         self.queue_db = settings.queue_database or uri_db or "zone-mta"
         self.queue_collection = settings.queue_collection
+        self._queue_name = f"queue {self.queue_db}.{self.queue_collection}"   # for notes and `check`
         self.queue_size = queue_size          # mta.queue.size too (when the API poller is off)
         self.client_options: dict = {}        # extra AsyncMongoClient options (tests: event_listeners)
         self._client = None
@@ -347,14 +348,13 @@ class MongoDBPoller(Poller):
         when they are slow the server's metrics still go out, without the queue's."""
         self._queue_summary = None
         left = self.timeout * 0.9 - (time.monotonic() - started)
-        where = f"queue {self.queue_db}.{self.queue_collection}"
         staged = Points()
         try:
             if left <= 0:
                 raise asyncio.TimeoutError
             complete = await asyncio.wait_for(self._queue(staged), left)
         except (asyncio.TimeoutError, TimeoutError):
-            self._notes.append(f"{where}: not queried within the poll's timeout, left out")
+            self._notes.append(f"{self._queue_name}: not queried within the poll's timeout, left out")
             return
         if not complete:    # all of the queue or nothing of it
             return
@@ -399,25 +399,17 @@ class MongoDBPoller(Poller):
                     points.add("mta.queue.size", res, (zone, ACTIVE), active)
                     points.add("mta.queue.size", res, (zone, DEFERRED), deferred)
                 if active:
-                    first = await coll.find(due, {"queued": 1, "_id": 0}).sort([("queued", 1)]) \
-                        .hint("search_next").limit(1).max_time_ms(ms).to_list(1)
-                    when = _utc(first[0].get("queued")) if first else None
-                    if when:
-                        points.add("mta.queue.oldest_age", res, (zone, ACTIVE),
-                                   round(max(0.0, (now - when).total_seconds()), 3))
+                    points.add("mta.queue.oldest_age", res, (zone, ACTIVE),
+                               await _oldest_age(coll, due, "queued", "search_next", ms, now))
                 if deferred:
-                    first = await coll.find(later, {"created": 1, "_id": 0}).sort([("created", 1)]) \
-                        .hint("findall").limit(1).max_time_ms(ms).to_list(1)
-                    when = _utc(first[0].get("created")) if first else None
-                    if when:
-                        points.add("mta.queue.oldest_age", res, (zone, DEFERRED),
-                                   round(max(0.0, (now - when).total_seconds()), 3))
+                    points.add("mta.queue.oldest_age", res, (zone, DEFERRED),
+                               await _oldest_age(coll, later, "created", "findall", ms, now))
         except errors.ExecutionTimeout:
-            self._notes.append(f"queue {self.queue_db}.{self.queue_collection}: over maxTimeMS, left out")
+            self._notes.append(f"{self._queue_name}: over maxTimeMS, left out")
             return False
         except errors.OperationFailure as err:
             if err.code == 2 and "hint" in str(err).lower():   # ZoneMTA has not created its indexes
-                self._notes.append(f"queue {self.queue_db}.{self.queue_collection}: no ZoneMTA indexes, not queried")
+                self._notes.append(f"{self._queue_name}: no ZoneMTA indexes, not queried")
             else:
                 self._notes.append(f"queue: {_short(err)}")
             return False
@@ -434,7 +426,7 @@ class MongoDBPoller(Poller):
         q = self._queue_summary
         if q:
             zones, totals = q
-            parts.append(f"queue {self.queue_db}.{self.queue_collection}: zones {', '.join(zones) or 'none'}; "
+            parts.append(f"{self._queue_name}: zones {', '.join(zones) or 'none'}; "
                          f"{totals[ACTIVE]} active, {totals[DEFERRED]} deferred")
         parts += self._notes[:3]
         return "; ".join(parts)
@@ -446,6 +438,15 @@ class MongoDBPoller(Poller):
         client, self._client = self._client, None
         if client is not None:
             await client.close()
+
+
+async def _oldest_age(coll, flt: dict, field: str, index: str, ms: int, now: dt.datetime) -> float | None:
+    """Seconds since `field` of the oldest delivery matching `flt`: one index
+    walk (forced with `hint`) to the first document, projecting that field only."""
+    first = await coll.find(flt, {field: 1, "_id": 0}).sort([(field, 1)]) \
+        .hint(index).limit(1).max_time_ms(ms).to_list(1)
+    when = _utc(first[0].get(field)) if first else None
+    return round(max(0.0, (now - when).total_seconds()), 3) if when else None
 
 
 def _short(err) -> str:

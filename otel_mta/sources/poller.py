@@ -226,10 +226,9 @@ class Poller(Source):
         metrics = self.pipeline.metrics
         for name in set(self._owned) | points.names():
             per_resource = points.data.get(name, {})
-            owned = self._owned.setdefault(name, set())
             inst = metrics.counter(name) if metrics.catalog.metric(name).type in ("counter", "updowncounter") \
                 else metrics.gauge(name)
-            for resource in owned | set(per_resource):
+            for resource in self._owned.get(name, set()) | set(per_resource):
                 inst.replace(resource, per_resource.get(resource, {}), points.starts.get((name, resource)))
             self._owned[name] = set(per_resource)
 

@@ -30,7 +30,7 @@ from otel_mta.sources.poller import Points, PollError, Poller, StartTimes, redac
 
 MAX_BODY = 4 << 20   # bytes read from any one response
 
-# prom-client family -> (catalog metric, {prometheus label: position in the catalog attributes})
+# prom-client family -> (catalog metric, its prometheus labels in the order of the catalog's attributes)
 FAMILIES = {
     "zonemta_delivery_status": ("zonemta.delivery.status", ("status", "zone")),
     "zonemta_message_push": ("zonemta.message.push", ("result",)),

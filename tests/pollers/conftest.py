@@ -13,6 +13,7 @@ from aiohttp import web
 
 from otel_mta import catalog
 from tests.otlp_receiver import REQUEST, attrs, value_of
+from tests.stack.proc import free_port
 
 TESTDATA = Path(__file__).parent / "testdata"
 
@@ -190,9 +191,7 @@ async def zonemta_replay():
 
 def closed_port() -> int:
     """A loopback port nothing listens on (connection refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 class Blackhole:

@@ -48,6 +48,7 @@ async def test_host_metrics_as_the_contrib_hostmetricsreceiver_names_them(rig, h
     assert host["host.name"] and "service.name" not in host and "process.pid" not in host
     assert {p.attrs["state"] for p in points["system.cpu.time"]} == {
         "idle", "interrupt", "nice", "softirq", "steal", "system", "user", "wait"}
+    assert {p.attrs["cpu"] for p in points["system.cpu.time"]} == {str(i) for i in range(psutil.cpu_count())}
     boot = int(psutil.boot_time() * 1e9)
     assert all(p.start_ns == boot for p in points["system.cpu.time"])
     assert one(points, "system.cpu.logical.count").value == psutil.cpu_count()
