@@ -158,3 +158,17 @@ service:
     metrics:
       exporters: {{ toJson $metrics }}
 {{- end -}}
+
+{{/* GOMEMLIMIT for a Collector container: 80 % of its memory limit, in bytes,
+so that Go collects harder before the kernel would kill it (the memory_limiter
+refuses data at the same 80 %). The argument is a Kubernetes quantity. */}}
+{{- define "otel-mta.gomemlimit" -}}
+{{- if or (kindIs "float64" .) (kindIs "int64" .) (kindIs "int" .) -}}
+{{- mulf . 0.8 | floor | int64 -}}
+{{- else -}}
+{{- $q := toString . -}}
+{{- $n := regexFind "^[0-9]+(\\.[0-9]+)?" $q -}}
+{{- $units := dict "" 1 "m" 0.001 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 -}}
+{{- mulf $n (get $units (trimPrefix $n $q)) 0.8 | floor | int64 -}}
+{{- end -}}
+{{- end -}}
