@@ -42,7 +42,7 @@ demo: setup  ## send realistic ZoneMTA remote-log traffic to a running sidecar (
 test: setup setup-stack setup-tools test-plugin test-python  ## set up and run every test
 	@echo "all tests passed"
 
-test-python: setup
+test-python: setup  ## the Python tests alone (pytest; needs setup-stack and setup-tools done)
 	CI=$${CI:-true} $(PY) -m pytest -q -p no:cacheprovider
 
 test-plugin:  ## the ZoneMTA plugin's own tests (node --test, real plugin host)
@@ -60,5 +60,5 @@ bench: setup  ## throughput per CPU-second, loss, RSS and latency, each beside i
 fuzz: setup  ## one million hostile inputs through the decoders (C and Python must agree, no crash)
 	$(PY) bench/fuzz_decoders.py --inputs 1000000
 
-clean:
+clean:  ## remove .venv, build outputs and ./otel-mta-data (keeps .cache/)
 	rm -rf $(VENV) build *.egg-info otel_mta/sources/*.so .pytest_cache otel-mta-data

@@ -17,17 +17,12 @@ import pytest
 
 from tests import emitted
 from tests.otlp_receiver import GrpcReceiver, HttpReceiver, Received
+from tests.stack.proc import free_port  # also imported from here by other tests
 
 pytest_plugins = ["tests.stack.fixtures"]   # real Redis, FerretDB, ZoneMTA, SMTP sink
 
 ROOT = Path(__file__).resolve().parent.parent
 ENCODER_DIR = ROOT / "tests" / "fixtures" / "msgpack_js"
-
-
-def free_port(kind=socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- ZoneMTA's encoder ---------------------------------------------------------

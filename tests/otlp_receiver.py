@@ -84,9 +84,6 @@ class Received:
 
     def last_points(self, name: str):
         """Data points of the newest export of metric `name`: [(attrs dict, point)]."""
-        found = self.metrics().get(name)
-        if not found:
-            return []
         # the newest request holding this metric
         for _, req in reversed(list(self.requests["metrics"])):
             points = []

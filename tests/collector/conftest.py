@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from otelcol_harness import CONFIG_DIR, OVERLAY_DIR, ROOT, Collector, build_collector, start_collector  # noqa: F401
+from otelcol_harness import Collector, build_collector, start_collector
 
 
 @pytest.fixture(scope="session")

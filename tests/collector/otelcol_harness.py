@@ -7,21 +7,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from tests.stack.proc import free_port, port_open
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "collector-config"
 OVERLAY_DIR = Path(__file__).resolve().parent / "overlays"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_collector() -> Path:
@@ -51,7 +46,6 @@ class Collector:
     http_port: int
     output_dir: Path
     log_path: Path
-    extra_ports: dict = field(default_factory=dict)
 
     @property
     def grpc_endpoint(self) -> str:
@@ -103,12 +97,9 @@ def _wait_listening(col: Collector, timeout: float = 20.0) -> None:
     while time.monotonic() < deadline:
         if col.proc.poll() is not None:
             raise RuntimeError(f"collector exited with {col.proc.returncode}:\n{col.log()[-4000:]}")
-        try:
-            for port in (col.grpc_port, col.http_port):
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        if port_open(col.grpc_port) and port_open(col.http_port):
             return
-        except OSError:
-            time.sleep(0.1)
+        time.sleep(0.1)
     col.stop()
     raise RuntimeError(f"collector did not listen within {timeout}s:\n{col.log()[-4000:]}")
 

@@ -25,7 +25,7 @@ NOW = time.time_ns()
 H = 3600 * 10**9
 S = 10**9
 
-# (minutes_ago or ns offset, fields) — one mail story per queue id.
+# (ns ago, action, queue id, delivery seq, fields) — one mail story per queue id.
 # q1 gmail delivered at once; q2 yahoo deferred twice then delivered;
 # q3 one rejected (example.org) and one delivered (gmail) recipient;
 # q4 outlook deferred twice, still waiting; q5 is 8 days old (outside every window).

@@ -206,3 +206,15 @@ def test_host_system_metrics_come_from_the_daemonset_not_every_sidecar(render):
     [ds] = [d for d in docs if d["kind"] == "DaemonSet"]
     env = {e["name"]: e.get("value") for e in ds["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["OTEL_MTA_HOST_SYSTEM_METRICS"] == "true"
+
+
+@pytest.mark.parametrize("limit, expected", [('"1Gi"', 858993459), ('"1.5Gi"', 1288490188), ('"700M"', 560000000),
+                                             ("2000000000", 1600000000)])
+def test_collectors_gomemlimit_is_80_percent_of_their_memory_limit(render, limit, expected):
+    """Go must collect harder before the kernel's limit kills the Collector:
+    GOMEMLIMIT is 80 % of the container's limit, whatever form the limit takes."""
+    docs = render({"loadBalancer.enabled": "true", "gateway.resources.limits.memory": limit,
+                   "loadBalancer.resources.limits.memory": limit})
+    values = [e["value"] for d in docs if d["kind"] == "Deployment" for c in containers(d) if c["name"] == "otelcol"
+              for e in c["env"] if e["name"] == "GOMEMLIMIT"]
+    assert values == [str(expected)] * 2

@@ -15,7 +15,7 @@ from .zonemta import decode_remote_log
 SENDER = "alice@sender.test"
 
 
-def _actions(datagrams: list[bytes], *wanted: bytes):
+def _actions(*wanted: bytes):
     """Predicate: every wanted action name occurs in some datagram."""
     return lambda ds: all(any(w in d for d in ds) for w in wanted)
 
@@ -49,7 +49,7 @@ def test_delivered_mail_reaches_sink_and_is_logged(zonemta, smtp_sink, remote_lo
     assert received[0].message["Message-ID"] == message_id
     assert received[0].message["Subject"] == "stack smoke"
 
-    datagrams = remote_log_listener.wait_for(_actions([], b"QUEUED", b"ACCEPTED"),
+    datagrams = remote_log_listener.wait_for(_actions(b"QUEUED", b"ACCEPTED"),
                                              what="QUEUED and ACCEPTED")
     queued = _by_action(_entries(datagrams), "QUEUED")
     entries = _entries(datagrams, queued["id"])
@@ -80,7 +80,7 @@ def test_deferred_mail_stays_queued(zonemta, smtp_sink, remote_log_listener):
     smtp_sink.reply("later@", "451 4.3.0 Mailbox busy, try again later")
     zonemta.send(SENDER, ["later@rcpt.test"])
 
-    datagrams = remote_log_listener.wait_for(_actions([], b"DEFERRED"), what="DEFERRED")
+    datagrams = remote_log_listener.wait_for(_actions(b"DEFERRED"), what="DEFERRED")
     deferred = _by_action(_entries(datagrams), "DEFERRED")
     assert deferred["response"].startswith("451 4.3.0")
     assert deferred["defcount"] == 1
@@ -106,7 +106,7 @@ def test_rejected_mail_bounces_to_sender(zonemta, smtp_sink, remote_log_listener
     smtp_sink.reply("nobody@", "550 5.1.1 No such user here")
     zonemta.send(SENDER, ["nobody@rcpt.test"])
 
-    datagrams = remote_log_listener.wait_for(_actions([], b"REJECTED"), what="REJECTED")
+    datagrams = remote_log_listener.wait_for(_actions(b"REJECTED"), what="REJECTED")
     rejected = _by_action(_entries(datagrams), "REJECTED")
     assert rejected["response"].startswith("550 5.1.1")
     assert rejected["to"] == "nobody@rcpt.test"
@@ -138,7 +138,7 @@ def test_gelf_carries_error_events(zonemta_factory, gelf_listener, remote_log_li
     assert error["_remote_port"] == closed and "Connection refused" in error["_failure_msg"]
     assert error["_domain"] == "rcpt.test"
 
-    datagrams = remote_log_listener.wait_for(_actions([], b"DEFERRED"), what="DEFERRED")
+    datagrams = remote_log_listener.wait_for(_actions(b"DEFERRED"), what="DEFERRED")
     deferred = _by_action(_entries(datagrams), "DEFERRED")
     assert deferred["to"] == "dave@rcpt.test"
 
