@@ -23,7 +23,7 @@ import socket
 
 import psutil
 
-from otel_mta.sources.poller import Points, PollError, Poller
+from otel_mta.sources.poller import Points, PollError, Poller, in_daemon_thread
 
 # contrib networkscraper (network_linux.go): every state is reported, zero or not
 TCP_STATES = ("CLOSE_WAIT", "CLOSE", "CLOSING", "DELETE", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2",
@@ -79,7 +79,7 @@ class HostPoller(Poller):
     async def collect(self, points: Points) -> None:
         if self._busy is not None and not self._busy.done():
             raise PollError("overrun", "the previous poll is still running")
-        self._busy = asyncio.ensure_future(asyncio.to_thread(self._read))
+        self._busy = in_daemon_thread(self._read, name="otel-mta host poll")
         staged, summary = await asyncio.shield(self._busy)
         points.data, points.starts = staged.data, staged.starts
         self._summary = summary

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import time
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,6 +20,7 @@ from otel_mta.pipeline import RateLimitedLog
 from otel_mta.sources.base import CheckResult, Source
 
 log = logging.getLogger("otel_mta.poller")
+CLOSE_TIMEOUT_S = 2.0
 
 
 class PollError(Exception):
@@ -31,6 +33,35 @@ class PollError(Exception):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
+
+
+def in_daemon_thread(fn, name: str) -> asyncio.Future:
+    """fn() in a thread of its own, as a future of the running loop.
+
+    Not asyncio.to_thread: the default executor's threads are joined when the
+    loop shuts down, so one system call that never returns (statvfs of a hung
+    network mount, /proc of a process stuck in the kernel) would keep the
+    sidecar from exiting. A daemon thread is abandoned at exit instead.
+    """
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(result, error) -> None:
+        if not future.done():
+            future.set_exception(error) if error is not None else future.set_result(result)
+
+    def work() -> None:
+        try:
+            result, error = fn(), None
+        except BaseException as err:  # handed to the awaiting task
+            result, error = None, err
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop closed while we were stuck
+            pass
+
+    threading.Thread(target=work, name=name, daemon=True).start()
+    return future
 
 
 def redact_url(url: str) -> str:
@@ -167,7 +198,8 @@ class Poller(Source):
                 pass
             self._task = None
         try:
-            await self.close()
+            # a client stuck on a dead server must not hold up the shutdown
+            await asyncio.wait_for(self.close(), CLOSE_TIMEOUT_S)
         except Exception:  # closing a broken client must not stop the shutdown
             log.debug("closing %s failed", self.name, exc_info=True)
         self.ready = False
@@ -239,7 +271,10 @@ class Poller(Source):
         try:
             detail = self.summary() if ok else self.last_error or "failed"
         finally:
-            await self.close()
+            try:
+                await asyncio.wait_for(self.close(), CLOSE_TIMEOUT_S)
+            except Exception:
+                log.debug("closing %s failed", self.name, exc_info=True)
         return CheckResult(self.name, self.endpoint, ok, detail)
 
     def status(self) -> dict:

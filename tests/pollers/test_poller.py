@@ -152,3 +152,26 @@ def test_observed_totals_beyond_the_series_limit_add_up_in_the_overflow_series()
     assert {p.start_time_unix_nano for p in dps} == {123}
     ops.replace(res, {})
     assert not ops.series and res not in ops.starts
+
+
+def test_a_read_stuck_in_a_system_call_does_not_keep_the_process_alive():
+    """A host poll blocked forever (statvfs of a hung network mount, say) times
+    out, and the process still exits at once: the read runs in a daemon
+    thread, not in asyncio's default executor, whose threads are joined at exit."""
+    import subprocess
+    import sys
+    program = (
+        "import asyncio, threading\n"
+        "from otel_mta.sources.poller import in_daemon_thread\n"
+        "async def main():\n"
+        "    try:\n"
+        "        await asyncio.wait_for(asyncio.shield(in_daemon_thread(threading.Event().wait, 't')), 0.2)\n"
+        "    except TimeoutError:\n"
+        "        print('timed out')\n"
+        "    print(await in_daemon_thread(lambda: 6 * 7, 't'))\n"
+        "asyncio.run(main())\n")
+    started = time.monotonic()
+    res = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["timed", "out", "42"]
+    assert time.monotonic() - started < 10

@@ -43,6 +43,7 @@ class FerretDB:
     def client(self, **kwargs):
         import pymongo
         kwargs.setdefault("serverSelectionTimeoutMS", 5000)
+        kwargs.setdefault("socketTimeoutMS", 20000)   # a server that stops answering fails the test, not hangs it
         kwargs.setdefault("directConnection", True)
         return pymongo.MongoClient(self.uri, **kwargs)
 

@@ -86,6 +86,7 @@ class MongoReplicaSetMock:
     def client(self, **kwargs):
         import pymongo
         kwargs.setdefault("serverSelectionTimeoutMS", 5000)
+        kwargs.setdefault("socketTimeoutMS", 20000)   # a server that stops answering fails the test, not hangs it
         return pymongo.MongoClient(self.uri, **kwargs)
 
     def stop(self) -> None:
