@@ -19,7 +19,7 @@ class HealthServer:
         webapp = web.Application()
         webapp.router.add_get("/healthz", self._healthz)
         webapp.router.add_get("/readyz", self._readyz)
-        self._runner = web.AppRunner(webapp, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(webapp, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()

@@ -19,7 +19,8 @@ class HttpListener:
         app.router.add_post("/gelf", self._post)
         app.router.add_post("/", self._post)
         # compressed bodies are inflated by our bounded decoder, never by aiohttp
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, auto_decompress=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, auto_decompress=False,
+                                     shutdown_timeout=2.0)
         await self._runner.setup()
         try:
             await web.TCPSite(self._runner, self.host, self.port).start()
