@@ -34,6 +34,7 @@ PHASE_ATTRIBUTES = {
 }
 HEALTH_COUNTERS = ("dropped", "sent", "failed", "retries", "evicted", "hook_errors")
 HEALTH_STALE_S = 900  # a plugin process not heard of for this long has gone: its series go too
+HEALTH_MAX_PROCESSES = 4096  # plugin processes remembered between sweeps; the least recently heard go first
 MAX_ERRORS = 10       # per reply
 
 
@@ -88,7 +89,11 @@ class PluginHealth:
 
     def update(self, source: dict, ev: dict) -> None:
         key = (source["instance"], source["context"], int(source["pid"]))
-        self._seen[key] = time.monotonic()
+        seen = self._seen
+        seen.pop(key, None)          # re-inserted: the dict stays in order of last report
+        seen[key] = time.monotonic()
+        if len(seen) > HEALTH_MAX_PROCESSES:   # many restarts within the sweep interval
+            self._forget(next(iter(seen)))
         self.buffered.set(int(ev["buffered"]), self.own, key)
         for name, counter in self.counters.items():
             # cumulative since that plugin process started: the latest report is the value
@@ -97,9 +102,12 @@ class PluginHealth:
     def _forget_stale(self) -> None:
         cutoff = time.monotonic() - HEALTH_STALE_S
         for key in [k for k, t in self._seen.items() if t < cutoff]:
-            del self._seen[key]
-            for inst in (self.buffered, *self.counters.values()):
-                inst.series.pop((self.own, key), None)
+            self._forget(key)
+
+    def _forget(self, key) -> None:
+        del self._seen[key]
+        for inst in (self.buffered, *self.counters.values()):
+            inst.series.pop((self.own, key), None)
 
 
 class Ingest:

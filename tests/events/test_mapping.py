@@ -359,6 +359,21 @@ def test_plugin_health_series_are_bounded_by_max_series():
         assert len(inst.series) == 3 and ("own", OVERFLOW) in inst.series, inst.definition.name
 
 
+def test_plugin_processes_remembered_between_sweeps_are_capped(monkeypatch):
+    """ZoneMTA restarting in a loop brings a new pid every time: between two
+    sweeps at most HEALTH_MAX_PROCESSES are remembered, the least recently
+    heard of going first, with their series."""
+    from otel_mta import catalog
+    from otel_mta.signals.metrics import MetricStore
+    monkeypatch.setattr(events_ingest, "HEALTH_MAX_PROCESSES", 3)
+    health = events_ingest.PluginHealth(MetricStore(catalog.load()), "own")
+    counts = dict(buffered=1, dropped=0, sent=5, failed=0, retries=0, evicted=0, hook_errors=0)
+    for pid in (1, 2, 3, 1, 4, 5):      # pid 1 reports again before 4 and 5 arrive
+        health.update(dict(SOURCE, pid=pid), counts)
+    assert [k[2] for k in health._seen] == [1, 4, 5]
+    assert sorted(k[1][2] for k in health.counters["sent"].series) == [1, 4, 5]
+
+
 def test_an_entry_without_action_is_refused_not_mapped(capture):
     make, rx = capture
     p = make()
