@@ -207,6 +207,41 @@ async def test_tcp_connection_limit_and_idle_timeout(gelf):
     w.close()
 
 
+async def test_tcp_and_http_push_back_while_the_export_queue_is_full(gelf):
+    """Collector down, queue full: TCP senders are held back by TCP's own flow
+    control (the sidecar stops reading), HTTP senders get 503 + Retry-After;
+    once there is room again every TCP message arrives, exactly once."""
+    import aiohttp
+    g = await gelf({"OTEL_MTA_GELF_HTTP_ENDPOINT": "127.0.0.1:0"})
+    full = [True]
+    g.pipeline.congested = lambda: full[0]
+    n = 20_000   # ~1.5 MB: more than one read of the socket
+    frames = b"".join(json.dumps({"version": "1.1", "host": "h", "short_message": f"m{i}"}).encode() + b"\0"
+                      for i in range(n))
+    reader, writer = await _tcp(g.port)
+    writer.write(frames)
+    await asyncio.sleep(0.5)
+    assert g.source.tcp.paused and g.source.status()["tcp_paused"]
+    g.pipeline.flush()
+    taken = len(g.received.log_records())
+    assert taken < n                      # what the first read brought, then no more reading
+    await asyncio.sleep(0.5)
+    g.pipeline.flush()
+    assert len(g.received.log_records()) == taken
+    url = f"http://127.0.0.1:{g.source.http.port}/gelf"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data=OK) as r:
+            assert r.status == 503 and r.headers["Retry-After"] == "2"
+        full[0] = False
+        got = await g.records(n, timeout=30)
+        assert [r.body.string_value for _, _, r in got] == [f"m{i}" for i in range(n)]
+        assert not g.source.tcp.paused
+        async with http.post(url, data=OK) as r:
+            assert r.status == 202
+    assert g.refused() == {}
+    writer.close()
+
+
 async def test_real_socket_garbage_does_not_stop_the_listener(gelf):
     g = await gelf()
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

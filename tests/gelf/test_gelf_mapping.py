@@ -40,6 +40,18 @@ async def test_time_body_full_message_and_host(gelf):
     assert "gelf.version" not in a and "gelf.host" not in a
 
 
+async def test_infinity_and_nan_from_python_clients_are_kept_as_text(gelf):
+    """Python's json (pygelf, graypy) writes float('inf') as a bare Infinity,
+    which strict JSON parsers refuse: the message still arrives."""
+    g = await gelf()
+    send(g, {"short_message": "ratio", "host": "h", "_ratio": float("inf"), "_low": float("-inf"),
+             "_x": float("nan"), "_t": "NaN"})
+    [(_, a, rec)] = await g.records(1)
+    assert rec.body.string_value == "ratio"
+    assert (a["gelf.ratio"], a["gelf.low"], a["gelf.x"], a["gelf.t"]) == ("Infinity", "-Infinity", "NaN", "NaN")
+    assert g.refused() == {}
+
+
 @pytest.mark.parametrize("msg,service", [
     ({"short_message": "MTA [SENDER_EXITED] Sender process exited unexpectedly", "_component": "mta"}, "zonemta"),
     ({"short_message": "OUTBOUND [SENDER_EXITED] x", "_component": "outbound", "facility": "outbound"}, "zonemta"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -13,9 +14,42 @@ from typing import Callable
 LOOPBACK = "127.0.0.1"
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_EPHEMERAL_LOW = _ephemeral_range()[0]
+_rng = random.Random()      # seeded from os.urandom: parallel test runs pick differently
+_handed_out: set = set()
+
+
+def _free(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                return False
+    return True
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port free right now on 127.0.0.1 (the kernel picks it; small race)."""
-    with socket.socket(socket.AF_INET, kind) as s:
+    """A port free right now on 127.0.0.1 for TCP and UDP, below the kernel's
+    ephemeral range: the kernel's own picks (the local port of every outgoing
+    connection, servers bound to port 0) never land on it, so a server started
+    a moment later does not find it taken. Never the same port twice in a run."""
+    low = 10_000
+    if _EPHEMERAL_LOW - low >= 5_000:
+        for _ in range(200):
+            port = _rng.randrange(low, _EPHEMERAL_LOW)
+            if port not in _handed_out and _free(port):
+                _handed_out.add(port)
+                return port
+    with socket.socket(socket.AF_INET, kind) as s:   # an unusual port range: let the kernel pick
         s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
 

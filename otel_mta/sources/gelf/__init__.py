@@ -65,7 +65,8 @@ class GelfSource(Source):
             self.udp.port = self.port
             self.udp.start()
             self.tcp = TcpListener(self.host, self.udp.port, self.handle_frame, self._refuse_tcp,
-                                   s.tcp_max_connections, self.max_size, s.tcp_idle_timeout)
+                                   s.tcp_max_connections, self.max_size, s.tcp_idle_timeout,
+                                   congested=self._congested)
             try:
                 await self.tcp.start()
                 break
@@ -77,7 +78,8 @@ class GelfSource(Source):
         self.port = self.udp.port
         try:
             if s.http_endpoint:
-                self.http = HttpListener(s.http_endpoint[0], s.http_endpoint[1], self.handle_http, self.max_size)
+                self.http = HttpListener(s.http_endpoint[0], s.http_endpoint[1], self.handle_http, self.max_size,
+                                         congested=self._congested)
                 await self.http.start()
         except OSError:
             self.udp.stop()
@@ -126,7 +128,8 @@ class GelfSource(Source):
 
     def status(self) -> dict:
         return {**super().status(), "chunk_sets_pending": len(self.chunks),
-                "tcp_connections": len(self.tcp.connections) if self.tcp else 0}
+                "tcp_connections": len(self.tcp.connections) if self.tcp else 0,
+                "tcp_paused": bool(self.tcp and self.tcp.paused)}
 
     # -- input -------------------------------------------------------------------
     def handle_datagram(self, data: bytes, peer=None) -> None:
@@ -197,6 +200,10 @@ class GelfSource(Source):
         self.pipeline.refused(NAME, transport, err.reason)
         self._say(logging.DEBUG, err.reason, "refused a %d-byte GELF %s message from %s: %s",
                   size, transport, peer[0] if isinstance(peer, tuple) else peer or "?", err)
+
+    def _congested(self) -> bool:
+        # looked up at each call: the app points pipeline.congested at the export queue after we are built
+        return self.pipeline.congested()
 
     def _refuse_tcp(self, reason: str) -> None:
         self.pipeline.refused(NAME, "tcp", reason)

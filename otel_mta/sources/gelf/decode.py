@@ -10,6 +10,7 @@ inflate in `unconsumed_tail`.
 """
 from __future__ import annotations
 
+import json
 import zlib
 
 import orjson
@@ -73,14 +74,36 @@ def parse_json(data) -> dict:
         if "depth limit" in text:
             raise GelfError("too_deep", text) from None
         if "utf-8" not in text.lower():
-            raise GelfError("invalid_json", text) from None
+            obj = _with_non_finite_numbers(data)
+            if obj is None:
+                raise GelfError("invalid_json", text) from None
+            return _object(obj)
         try:
             obj = orjson.loads(bytes(data).decode("utf-8", "replace"))
         except orjson.JSONDecodeError as err2:
             raise GelfError("invalid_json", str(err2)) from None
+    return _object(obj)
+
+
+def _object(obj) -> dict:
     if type(obj) is not dict:
         raise GelfError("not_an_object", type(obj).__name__)
     return obj
+
+
+def _with_non_finite_numbers(data):
+    """Python's json module, which pygelf and graypy use, writes float('inf')
+    and nan as the bare words Infinity, -Infinity and NaN; strict parsers
+    refuse the whole message for it. Such a message is read here with those
+    values kept as text (a log line is worth more than one odd number).
+    Only reached when orjson refused the payload; None if it is still invalid."""
+    raw = bytes(data)
+    if b"Infinity" not in raw and b"NaN" not in raw:
+        return None
+    try:
+        return json.loads(raw.decode("utf-8", "replace"), parse_constant=str)
+    except (ValueError, RecursionError):
+        return None
 
 
 def decode(data, max_size: int) -> dict:

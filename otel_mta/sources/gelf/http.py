@@ -1,17 +1,20 @@
 """GELF over HTTP, as Graylog's GELF HTTP input: `POST /gelf` with one GELF
 message as the body, plain or compressed (gzip or zlib, recognised by magic
 bytes whatever Content-Encoding says: pygelf labels zlib data 'gzip,deflate').
-Answers 202 Accepted, 400 for a refused message, 413 for an oversized body."""
+Answers 202 Accepted, 400 for a refused message, 413 for an oversized body, and
+503 with Retry-After while the export queue is congested (nothing is read)."""
 from __future__ import annotations
 
 from aiohttp import web
 
 
 class HttpListener:
-    def __init__(self, host: str, port: int, handle_http, max_size: int):
+    def __init__(self, host: str, port: int, handle_http, max_size: int, congested=lambda: False):
         self.host, self.port = host, port
         self.handle_http = handle_http   # (body, peer) -> reason or None
         self.max_size = max_size
+        self.congested = congested       # () -> bool: the export queue has no room left
+        self.congested_answers = 0
         self._runner = None
 
     async def start(self) -> None:
@@ -31,6 +34,9 @@ class HttpListener:
             self.port = self._runner.addresses[0][1]
 
     async def _post(self, request: web.Request) -> web.Response:
+        if self.congested():
+            self.congested_answers += 1
+            return web.Response(status=503, headers={"Retry-After": "2"}, text="export queue full, retry later\n")
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
