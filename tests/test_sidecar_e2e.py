@@ -97,7 +97,7 @@ def test_health_endpoints(sidecar):
     sc = sidecar()
     ready = sc.wait_ready()
     assert ready["ready"] is True and ready["sources"]["remote_log"]["ready"] is True
-    with urllib.request.urlopen(f"http://127.0.0.1:{sc.health_port}/healthz") as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{sc.health_port}/healthz", timeout=10) as r:
         assert json.loads(r.read()) == {"status": "ok"}
     assert sc.terminate() == 0
 

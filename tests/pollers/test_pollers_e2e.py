@@ -65,7 +65,7 @@ def test_the_sidecar_polls_the_real_stack(sidecar, grpc_receiver, zonemta, smtp_
     # ZoneMTA's own processes, on the pod's resource
     commands = {res.get("process.command") for res, _, _ in _points(rx, "process.threads")}
     assert "zone-mta: master process" in commands
-    with urllib.request.urlopen(f"http://127.0.0.1:{sc.health_port}/readyz") as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{sc.health_port}/readyz", timeout=10) as r:
         ready = json.loads(r.read())
     assert ready["ready"] is True
     assert ready["sources"]["redis"]["up"] is True and ready["sources"]["mongodb"]["last_error"] is None
