@@ -98,7 +98,6 @@ class TcpListener:
         self.connections: set = set()
         self.server = None
         self.paused = False
-        self.pauses = 0
         self._resume_timer = None
 
     async def start(self) -> None:
@@ -115,7 +114,6 @@ class TcpListener:
     def pause(self) -> None:
         """Stop reading every connection until the export queue has room again."""
         self.paused = True
-        self.pauses += 1
         for c in self.connections:
             c.transport.pause_reading()
         self._resume_timer = asyncio.get_running_loop().call_later(RESUME_CHECK_S, self._maybe_resume)
