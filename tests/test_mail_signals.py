@@ -261,6 +261,32 @@ def test_malformed_datagrams_are_counted_and_the_source_keeps_going(capture, js_
     assert rx.last_points("otelmta_receiver_accepted_records")[0][1].as_int == 1
 
 
+def test_a_decoder_failure_is_counted_and_the_rest_of_the_burst_goes_on(capture, js_encode, monkeypatch):
+    """Not a DecodeError (a decoder bug, MemoryError): that datagram is counted
+    as internal_error, the next ones of the same burst are still mapped."""
+    from otel_mta.sources import remote_log
+    make, rx = capture
+    p = make()
+    src = RemoteLogSource(p, load_settings(environ={}).sources.remote_log)
+    real = remote_log.decode
+
+    def flaky(data):
+        if data == b"boom":
+            raise MemoryError
+        return real(data)
+
+    monkeypatch.setattr(remote_log, "decode", flaky)
+    for d in (b"boom", js_encode([ENTRIES[0]])[0]):
+        src.handle_datagram(d, ("10.0.0.1", 1))
+    src._count_accepted()
+    payload, _ = p.metrics.collect()
+    from tests.otlp_receiver import REQUEST
+    rx.add("metrics", REQUEST["metrics"].FromString(payload))
+    refused = {pt[0]["reason"]: pt[1].as_int for pt in rx.last_points("otelmta_receiver_refused_records")}
+    assert refused == {"internal_error": 1}
+    assert rx.last_points("otelmta_receiver_accepted_records")[0][1].as_int == 1
+
+
 def test_duplicates_from_two_channels_count_once(capture, js_encode):
     acc = next(e for e in ENTRIES if e["action"] == "ACCEPTED")
     _, rx = run(capture, js_encode, [ENTRIES[0], acc, acc], channels=2)

@@ -55,6 +55,11 @@ class RemoteLogSource(Source):
             self._say(logging.DEBUG, err.reason, "refused a %d-byte remote-log datagram from %s: %s",
                       len(data), peer[0] if peer else "?", err)
             return
+        except Exception:  # a decoder bug (or MemoryError) must not cost the rest of the burst
+            p.refused(self.name, self.transport, "internal_error")
+            self._say(logging.ERROR, "internal_error", "could not decode a %d-byte remote-log datagram "
+                      "(please report this)", len(data), exc_info=True)
+            return
         action = qid = None
         if type(entry) is dict:
             action, qid = entry.get("action"), entry.get("id")
