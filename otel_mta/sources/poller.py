@@ -60,6 +60,8 @@ def in_daemon_thread(fn, name: str) -> asyncio.Future:
         except RuntimeError:  # the loop closed while we were stuck
             pass
 
+    # a poll that timed out no longer awaits it: its error is handled, not "never retrieved"
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
     threading.Thread(target=work, name=name, daemon=True).start()
     return future
 
