@@ -190,9 +190,9 @@ async def test_against_the_real_zonemta(rig, poller_for, zonemta, smtp_sink):
     # the recording is still what ZoneMTA serves
     live = zonemta.api_json("/counter/zone/default")
     recorded = json.loads((TESTDATA / "zonemta" / "counter_default.json").read_text())
-    assert _fits(_shape(live), _shape(recorded)), (live, recorded)
+    assert _shape(live) == _shape(recorded), (live, recorded)
     zones = zonemta.api_json("/zones")
-    assert _fits(_shape(zones), _shape(json.loads((TESTDATA / "zonemta" / "zones.json").read_text()))), zones
+    assert _shape(zones) == _shape(json.loads((TESTDATA / "zonemta" / "zones.json").read_text())), zones
 
 
 def _shape(doc):
@@ -201,16 +201,6 @@ def _shape(doc):
     if isinstance(doc, list):
         return [_shape(doc[0])] if doc else []
     return type(doc).__name__
-
-
-def _fits(live, recorded) -> bool:
-    """Same keys and types; an empty list fits any list (ZoneMTA leaves a
-    zone's counter entries out while its queue has nothing in that state)."""
-    if isinstance(live, list) and isinstance(recorded, list):
-        return not live or not recorded or _fits(live[0], recorded[0])
-    if isinstance(live, dict) and isinstance(recorded, dict):
-        return live.keys() == recorded.keys() and all(_fits(live[k], recorded[k]) for k in live)
-    return live == recorded
 
 
 async def test_large_answers_are_read_whole_and_huge_ones_refused(rig, poller_for, zonemta_replay):
