@@ -47,13 +47,17 @@ def in_daemon_thread(fn, name: str) -> asyncio.Future:
     future = loop.create_future()
 
     def settle(result, error) -> None:
-        if not future.done():
-            future.set_exception(error) if error is not None else future.set_result(result)
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
     def work() -> None:
         try:
             result, error = fn(), None
-        except BaseException as err:  # handed to the awaiting task
+        except Exception as err:  # handed to the awaiting task
             result, error = None, err
         try:
             loop.call_soon_threadsafe(settle, result, error)

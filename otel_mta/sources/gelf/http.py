@@ -14,7 +14,6 @@ class HttpListener:
         self.handle_http = handle_http   # (body, peer) -> reason or None
         self.max_size = max_size
         self.congested = congested       # () -> bool: the export queue has no room left
-        self.congested_answers = 0
         self._runner = None
 
     async def start(self) -> None:
@@ -35,7 +34,6 @@ class HttpListener:
 
     async def _post(self, request: web.Request) -> web.Response:
         if self.congested():
-            self.congested_answers += 1
             return web.Response(status=503, headers={"Retry-After": "2"}, text="export queue full, retry later\n")
         try:
             body = await request.read()
