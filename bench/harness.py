@@ -4,7 +4,6 @@ everything sent has arrived at the sink (bench/otlp_sink.py)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,16 +12,12 @@ from pathlib import Path
 
 import psutil
 
+from tests.stack.proc import free_port  # noqa: F401 - one port picker for tests and benchmarks
+
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "bench"
 _SOURCES_OFF = {"OTEL_MTA_REMOTE_LOG_ENDPOINT": "off", "OTEL_MTA_GELF_ENDPOINT": "off",
                 "OTEL_MTA_EVENTS_ENDPOINT": "off", "OTEL_MTA_ZONEMTA_API_URL": "off"}
-
-
-def free_port(kind=socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_sidecar(sink_port: int, env: dict) -> subprocess.Popen:
