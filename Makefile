@@ -55,6 +55,7 @@ bench: setup  ## throughput per CPU-second, loss, RSS and latency, each beside i
 	$(PY) bench/remote_log.py
 	$(PY) bench/gelf.py
 	$(PY) bench/events.py
+	$(PY) bench/grpc_batch.py
 	cd zonemta-plugin && npm run bench
 
 fuzz: setup  ## one million hostile inputs through the decoders (C and Python must agree, no crash)

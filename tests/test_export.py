@@ -186,3 +186,31 @@ def test_a_crash_mid_write_loses_only_the_torn_record(tmp_path):
         got.append(item[1])
     assert got == [request(n) for n in range(4)]
     assert again.corrupt == 1
+
+
+def test_a_request_stops_at_the_record_limit_or_at_3_mib():
+    """Large log lines (GELF) must not make a request the Collector refuses
+    (4 MiB by default): the batch goes out before 3 MiB."""
+    from otel_mta.signals.batch import MAX_REQUEST_BYTES, Batcher
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    class Res:
+        encoded = b""
+
+    sent = []
+    b = Batcher("logs", lambda signal, payload, n: sent.append((payload, n)), max_batch=2048)
+    big = L.encode_log(1, 1, L.INFO, "x" * 100_000, {})
+    for _ in range(70):  # 7 MB of records, far below 2,048 of them
+        b.add(Res, big)
+    b.flush()
+    assert [n for _, n in sent] == [32, 32, 6]
+    assert all(len(payload) <= MAX_REQUEST_BYTES + len(big) for payload, _ in sent)
+    req = ExportLogsServiceRequest.FromString(sent[0][0])
+    assert len(req.resource_logs[0].scope_logs[0].log_records) == 32
+
+    sent.clear()
+    small = L.encode_log(1, 1, L.INFO, "short", {})
+    for _ in range(4100):
+        b.add(Res, small)
+    assert [n for _, n in sent] == [2048, 2048]
+    assert b.pending == 4
