@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-$(STAMP): pyproject.toml $(wildcard otel_mta/*/*.c)
+$(STAMP): pyproject.toml $(wildcard otel_mta/*.c otel_mta/*/*.c)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

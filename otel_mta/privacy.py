@@ -25,7 +25,7 @@ _DOMAINS: dict = {}  # text after the "@" -> domain: addresses rarely repeat, th
 _UNSEEN = object()
 
 
-def _domain_part(part: str) -> str | None:
+def domain_part(part: str) -> str | None:
     """The domain in the text after an address's last "@" (memoised)."""
     dom = _DOMAINS.get(part, _UNSEEN)
     if dom is _UNSEEN:
@@ -41,9 +41,10 @@ def domain_of(address: str | None) -> str | None:
     if not address or type(address) is not str:
         return None
     at = address.rfind("@")
-    return _domain_part(address[at + 1:]) if at >= 0 else None
+    return domain_part(address[at + 1:]) if at >= 0 else None
 
 
+MODES = {"drop": 0, "domain": 1, "hmac": 2, "full": 3}  # as numbers, for signals/_fields.c
 _KEYS: dict = {}  # prefix -> its .domain / .address / .hash attribute names (a few fixed prefixes)
 
 
@@ -62,6 +63,8 @@ class Redactor:
         self.client = client
         self._key = hmac_key
         self.mask_text = recipient != "full"
+        # what signals/_fields.c reads of this object
+        self.policy = (MODES[recipient], MODES[sender], self.mask_text, self.text, self.hash)
 
     def hash(self, value: str) -> str:
         # config validation guarantees a key whenever a mode is "hmac"
@@ -75,7 +78,7 @@ class Redactor:
         # domain_of(value), with its memo lookup inlined: three calls per delivery
         at = value.rfind("@")
         dom = _DOMAINS.get(value[at + 1:], _UNSEEN) if at >= 0 else None
-        out[keys[0]] = _domain_part(value[at + 1:]) if dom is _UNSEEN else dom
+        out[keys[0]] = domain_part(value[at + 1:]) if dom is _UNSEEN else dom
         if mode == "full":
             out[keys[1]] = value
         elif mode == "hmac":

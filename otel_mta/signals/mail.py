@@ -11,7 +11,6 @@ final outcome (docs/signals.md).
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import OrderedDict
 from datetime import datetime, timezone
@@ -25,6 +24,7 @@ from otel_mta.privacy import Redactor, TopN
 from otel_mta.signals import logs as L
 from otel_mta.signals import traces as T
 from otel_mta.signals.batch import Batcher
+from otel_mta.signals.fields import delivery_fields
 from otel_mta.signals.metrics import MetricStore
 from otel_mta.signals.tracker import MessageTracker
 
@@ -42,7 +42,6 @@ _ACTIONS = {a: (sev, {"mta.action": a}, "zonemta." + a.lower()) for a, sev in SE
 HOLD_ACTIONS = frozenset({"SPAMCHECK", "VIRUSCHECK"})
 ENC = L.encode_attrs
 LOG, SPAN = L.TAG, T.TAG
-_SMTP_REPLY = re.compile(r"^\s*(\d{3})(?:[ -]+(\d\.\d{1,3}\.\d{1,3})\b)?")
 # low-cardinality attribute keys whose encoded form is worth caching
 _CACHED = frozenset({
     "mta.action", "mta.zone", "mta.interface", "mta.delivery.outcome", "mta.sending_ip",
@@ -294,71 +293,28 @@ class MailSignals:
     def _delivery(self, event: MailEvent, trace_id, mid, outcome: str, attrs: dict):
         """A delivery attempt: span and metrics; returns the log record's time,
         span id, body and its log-only attributes. The attributes shared by the
-        log record and the span are collected once."""
-        e, red = event.entry, self.red
-        get = e.get
+        log record and the span come from signals/fields.py (C twin), once."""
         action, qid = event.action, event.queue_id
-        zone = get("zone")
-        mx = get("mx") or None
-        ip = get("ip") or None
-        peer = get("host") or None
-        category = get("category") or None
-        response = red.text(get("response")) or None
-        protocol = get("protocol")
-        attrs["mta.zone"] = zone
-        attrs["mta.delivery.outcome"] = outcome
-        red.address("mta.recipient", get("to"), red.recipient, attrs)
-        red.address("mta.sender", get("from"), red.sender, attrs)
-        red.address("mta.return_path", get("returnPath"), red.sender, attrs)
-        attrs["mta.mx.host"] = mx
-        attrs["server.address"] = mx
-        attrs["network.peer.address"] = peer
-        attrs["mta.sending_ip"] = ip
-        attrs["mta.bounce.category"] = category
-        attrs["mta.smtp.response"] = response
-        if response:
-            m = _SMTP_REPLY.match(response)
-            if m:
-                code, status = m.groups()
-                attrs["mta.smtp.code"] = int(code)
-                attrs["mta.smtp.enhanced_status"] = status
-        size = _num(get("size"))
-        attrs["mta.message.size"] = int(size) if size is not None else None
-        attrs["mta.protocol"] = protocol
-        tls = get("tlsVersion")
-        if tls:
-            attrs["mta.tls.version"] = tls
-            attrs["mta.tls.cipher"] = get("tlsCipher") or None
-            attrs["mta.tls.authorized"] = get("tlsAuthorized") is True
-            attrs["mta.tls.authorization_error"] = get("tlsAuthorizationError") or None
-        deferred = action == "DEFERRED"
-        defcount = event.defcount if deferred else 0
-        if deferred:
-            attrs["mta.defer.count"] = defcount
+        (body, extra, log_only, zone, ip, category, dom, response, timer, first_byte,
+         defcount) = delivery_fields(event.entry, attrs, action, outcome, _ref(event), self.red)
         # ZoneMTA sends the entry as the attempt ends. `timer` is the attempt's
         # length in ms (from fetching the message to the end of DATA) and `start`
         # the ms from then until the first byte went to the MX (lib/byte-counter.js);
         # neither is a wall-clock time, and both are false/undefined when the
         # attempt failed before sending.
-        timer = _num(get("timer"))
-        first_byte = _num(get("start"))
         end_ns = event.observed_ns
         start_ns = end_ns - _ms_to_ns(timer) if timer is not None else end_ns
         # metrics
-        res = self.res
-        dom = attrs.get("mta.recipient.domain")
         attempts, key = self._n_attempts, (zone, outcome, ip, category, self.top_domain(dom))
         attempts[key] = attempts.get(key, 0) + 1
         if timer is not None:
-            self.m_duration.record(timer / 1000.0, res, (zone, outcome))
+            self.m_duration.record(timer / 1000.0, self.res, (zone, outcome))
         # span
         span_id = ids.attempt_span_id(qid, event.seq or "", action, defcount)
         if mid is not None and qid not in self.corr.index:
             self.corr.index.put(qid, mid)     # queued before a restart: keep later entries in this trace
-        rejected = action == "REJECTED"
         if trace_id:
-            extra = {"server.port": 25 if mx else None, "network.local.address": ip,
-                     "network.protocol.name": protocol, "error.type": (category or "rejected") if rejected else None}
+            rejected = action == "REJECTED"
             events = None
             if first_byte is not None and timer is not None:
                 events = [(start_ns + _ms_to_ns(first_byte), "message data started", {})]
@@ -367,7 +323,7 @@ class MailSignals:
             early = self._early.pop(span_id, None) if self._early else None
             if early is not None:              # the phases came first
                 self._attempt_span(attempt, early[4], qid, event.seq, early[3])
-            elif not event.phases and self._phases_until > time.monotonic():
+            elif not event.phases and self._phases_until and self._phases_until > time.monotonic():
                 if len(self._waiting) >= self.max_held:
                     self._attempt_span(self._waiting.pop(next(iter(self._waiting))))
                 attempt.deadline_ns = time.time_ns() + self.hold_ns
@@ -376,28 +332,14 @@ class MailSignals:
                 self._attempt_span(attempt)
                 if event.phases:
                     self._emit_phases(event, trace_id, span_id)
-        log_only = {"mta.delivery.duration_ms": int(timer) if timer is not None else None}
-        if deferred:
+        if action == "DEFERRED":
             self.tracker.deferred(qid, end_ns)
-            nxt = _num(get("nextattempt"))
+            nxt = _num(event.entry.get("nextattempt"))
             if nxt is not None:
                 log_only["mta.defer.next_attempt"] = datetime.fromtimestamp(nxt / 1000, timezone.utc).isoformat(
                     timespec="seconds")
         else:
             self.tracker.final(qid, event.seq, outcome, end_ns)
-        # log body: a line an operator can read
-        head = f"{action}[{category}]" if category else action
-        body = f"{head} {_ref(event)} to {dom or '?'}"
-        if mx:
-            body += f" via {mx}[{peer}]" if peer else f" via {mx}"
-        if ip:
-            body += f" from {ip}"
-        if timer is not None:
-            body += f" in {int(timer)} ms"
-        if deferred:
-            body += f" (deferral {defcount})"
-        if response:
-            body += f": {response}"
         return end_ns, span_id, body, log_only
 
     def _other(self, event: MailEvent, attrs: dict):
@@ -483,7 +425,7 @@ class MailSignals:
                                                start, a.end_ns, a.attrs, a.status, a.status_msg, a.events))
         if phases is not None:
             self._phase_spans(a.trace_id, a.span_id, queue_id, seq, phases)
-        elif self._phases_until > time.monotonic():
+        elif self._phases_until and self._phases_until > time.monotonic():
             self._attempts.put(a.span_id, a.trace_id)  # late phases (only a plugin sends them) still find it
 
     def _release_early(self, attempt_id: bytes) -> None:
