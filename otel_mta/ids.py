@@ -49,11 +49,17 @@ def trace_key(message_id: str | None, queue_id: str | None) -> str | None:
     return None
 
 
-def _digest(text: str, size: int) -> bytes:
+def _digest_py(text: str, size: int) -> bytes:
     out = hashlib.sha256(text.encode("utf-8")).digest()[:size]
     if out.count(0) == size:  # all-zero ids are invalid in OTLP
         out = out[:-1] + b"\x01"
     return out
+
+
+try:  # the C twin (otel_mta/_ids.c): the same bytes without an OpenSSL object per id
+    from otel_mta._ids import digest as _digest
+except ImportError:  # pragma: no cover - exercised where no compiler exists
+    _digest = _digest_py
 
 
 def trace_id_for(message_id: str | None, queue_id: str | None) -> bytes | None:

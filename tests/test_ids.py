@@ -83,3 +83,44 @@ def test_queue_id_index_keeps_the_latest_ids_within_its_bound():
     assert corr.index.get("q4000") == "m4000@example.org"
     assert corr.index.get("q4001") is None
     assert len(corr.index) == 1000
+
+
+def test_resolve_agrees_with_the_message_id_rules_for_any_entry():
+    """Correlator.resolve (one cached lookup) gives what message_id() and the
+    derivation give, whatever the entry carries, before and after the index
+    learns the queue id."""
+    import random
+
+    from otel_mta.correlate import Correlator
+    from otel_mta.model import MailEvent
+
+    rnd = random.Random(5)
+    raws = [None, "", " ", "<>", "<A@B.C>", " <a@b.c> ", "q1", "q2", 7, "x@Y", "<x@y>", "no-at"]
+    corr = Correlator(1000)
+    for _ in range(3000):
+        qid = rnd.choice(["q1", "q2", " q3 ", ""])
+        action = rnd.choice(["QUEUED", "NOQUEUE", "ACCEPTED", "DEFERRED", "SPAMCHECK"])
+        entry = {("message-id" if action in ("QUEUED", "NOQUEUE") else "messageId"): rnd.choice(raws)}
+        event = MailEvent(action, qid, None, entry, 0, "remote_log")
+        if rnd.random() < 0.1:
+            corr.learn(qid, rnd.choice(raws))
+        mid = corr.message_id(event)
+        expected = ids.trace_id_for(mid, None) if mid else ids.trace_id_for(None, qid)
+        assert corr.resolve(event) == (expected, mid), (action, qid, entry)
+
+
+def test_the_c_digest_is_sha256_as_hashlib_computes_it():
+    import random
+
+    import pytest
+    _ids = pytest.importorskip("otel_mta._ids")
+    rnd = random.Random(3)
+    alphabet = "ab<>@. :\\x00é😀\u3000"
+    texts = ["", "a", "mid:x@y"] + ["".join(rnd.choice(alphabet) for _ in range(n)) for n in range(0, 200)]
+    for text in texts:
+        for size in (8, 16, 32):
+            assert _ids.digest(text, size) == ids._digest_py(text, size), (text, size)
+    with pytest.raises(UnicodeEncodeError):
+        _ids.digest("\ud800", 8)
+    with pytest.raises(UnicodeEncodeError):
+        ids._digest_py("\ud800", 8)
