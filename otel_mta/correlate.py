@@ -92,6 +92,7 @@ class Correlator:
         self._traces = BoundedMap(8192)       # trace key -> trace id (a message has several entries and log lines)
         self._mids = BoundedMap(4096)         # raw Message-ID -> normalised (same reason)
         self._roots = BoundedMap(4096)        # queue id -> root span id
+        self._resolved = BoundedMap(4096)     # raw Message-ID -> (trace id, normalised), for resolve()
 
     def normalize(self, raw) -> str | None:
         if type(raw) is not str:
@@ -110,9 +111,21 @@ class Correlator:
         return span
 
     def learn(self, queue_id: str | None, message_id: str | None) -> None:
-        mid = self.normalize(message_id)
+        if type(message_id) is not str:
+            return
+        mid = self._known(message_id)[1]  # resolve() of this message's entries finds it there next
         if queue_id and mid:
             self.index.put(queue_id, mid)
+
+    def _known(self, raw: str) -> tuple[bytes | None, str | None]:
+        """(trace id, normalised) of a raw Message-ID, cached: a message has
+        several entries (QUEUED, then one per recipient and attempt)."""
+        known = self._resolved.get(raw)
+        if known is None:
+            mid = ids.normalize_message_id(raw)
+            known = (ids.trace_id_from_key("mid:" + mid), mid) if mid else (None, None)
+            self._resolved.put(raw, known)
+        return known
 
     def message_id(self, event: MailEvent) -> str | None:
         """The normalised Message-ID of the event's message, if known."""
@@ -132,16 +145,29 @@ class Correlator:
         return self.index.get(event.queue_id)
 
     def resolve(self, event: MailEvent) -> tuple[bytes | None, str | None]:
-        """(trace id, normalised Message-ID or None when traced by queue id)."""
-        mid = self.message_id(event)
-        if mid is not None:
-            key = "mid:" + mid
+        """(trace id, normalised Message-ID or None when traced by queue id).
+
+        The same as message_id() then trace_for_key(), in one call with one
+        cache lookup for an entry that carries its Message-ID (most do): this
+        runs for every entry."""
+        entry = event.entry
+        if event.action == "QUEUED" or event.action == "NOQUEUE":
+            raw = entry.get("message-id")
         else:
-            qid = event.queue_id.strip(ids.WS)
-            if not qid:
-                return None, None
-            key = "qid:" + qid
-        return self.trace_for_key(key), mid
+            raw = entry.get("messageId")  # the queue id when ZoneMTA had no Message-ID (see message_id())
+            if raw == event.queue_id:
+                raw = None
+        if type(raw) is str:
+            known = self._resolved.get(raw) or self._known(raw)
+            if known[1] is not None:
+                return known
+        mid = self.index.get(event.queue_id)
+        if mid is not None:
+            return self.trace_for_key("mid:" + mid), mid
+        qid = event.queue_id.strip(ids.WS)
+        if not qid:
+            return None, None
+        return self.trace_for_key("qid:" + qid), None
 
     def trace_for_key(self, key: str) -> bytes:
         """The trace id of a `mid:<normalised Message-ID>` or `qid:<queue id>`
