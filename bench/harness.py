@@ -26,7 +26,7 @@ def start_sidecar(sink_port: int, env: dict) -> subprocess.Popen:
     health = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}, **_SOURCES_OFF,
            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
-           "OTEL_MTA_HEALTH_ENDPOINT": f"127.0.0.1:{health}", "OTEL_MTA_DATA_DIR": str(CACHE / "data"), **env}
+           "OTEL_MTA_HEALTH_ENDPOINT": f"127.0.0.1:{health}", "OTEL_MTA_DATA_DIR": str(CACHE / "data"), "PYTHONPATH": str(ROOT), **env}
     proc = subprocess.Popen([sys.executable, "-m", "otel_mta", "run"], env=env, stderr=subprocess.DEVNULL)
     for _ in range(200):
         try:
