@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup setup-stack setup-tools run demo test test-python test-plugin docs bench fuzz clean
+.PHONY: help setup setup-stack setup-tools run demo test test-python test-plugin docs bench bench-system-python fuzz clean
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -57,6 +57,13 @@ bench: setup  ## throughput per CPU-second, loss, RSS and latency, each beside i
 	$(PY) bench/events.py
 	$(PY) bench/grpc_batch.py
 	cd zonemta-plugin && npm run bench
+
+SYSTEM_PYTHON ?= /usr/bin/python3
+SYSTEM_VENV := .cache/venv-system
+bench-system-python: setup  ## bench/remote_log.py on the system CPython (Debian's has PGO + LTO, like the Docker image's)
+	test -x $(SYSTEM_VENV)/bin/python || $(SYSTEM_PYTHON) -m venv $(SYSTEM_VENV)
+	$(SYSTEM_VENV)/bin/pip install -q '.[test]'
+	$(SYSTEM_VENV)/bin/python bench/remote_log.py --runs 3
 
 fuzz: setup  ## one million hostile inputs through the decoders (C and Python must agree, no crash)
 	$(PY) bench/fuzz_decoders.py --inputs 1000000

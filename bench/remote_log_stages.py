@@ -89,6 +89,8 @@ def stages(datagrams: list[bytes]) -> tuple[list, float]:
     rec = Recorder()
     originals = {
         "decode (C)": rec.wrap(sys.modules["otel_mta.sources.remote_log"], "decode", "decode (C)"),
+        "delivery attributes + log line (C)": rec.wrap(sys.modules["otel_mta.signals.mail"], "delivery_fields",
+                                                       "delivery attributes + log line (C)"),
         "privacy: address": rec.wrap(p.redactor, "address", "privacy: address"),
         "privacy: address list": rec.wrap(p.redactor, "address_list", "privacy: address list"),
         "privacy: value": rec.wrap(p.redactor, "value", "privacy: value"),
@@ -121,6 +123,8 @@ def stages(datagrams: list[bytes]) -> tuple[list, float]:
     p.flush()
     sys.modules["otel_mta.signals.batch"].wire = wire
     for module, name, label in ((sys.modules["otel_mta.sources.remote_log"], "decode", "decode (C)"),
+                                (sys.modules["otel_mta.signals.mail"], "delivery_fields",
+                                 "delivery attributes + log line (C)"),
                                 (ids, "attempt_span_id", "attempt span id (sha256)"),
                                 (L, "encode_log", "log record + attributes (C)"),
                                 (T, "encode_span", "span + attributes (C)")):
@@ -159,7 +163,10 @@ def stages(datagrams: list[bytes]) -> tuple[list, float]:
                  best(replay_tracker, [((), {})], 3) / n))
     rows.append(("export requests (C)", len(requests) / n, best(orig_request, [(r, {}) for r in requests]) / n))
     # Python twins, for comparison (not part of the total)
+    from otel_mta.signals import fields
     twins = [("  decode, Python twin", msgpack_js.decode_py, rec.calls["decode (C)"]),
+             ("  delivery attributes, Python twin", fields.delivery_fields_py,
+              rec.calls["delivery attributes + log line (C)"]),
              ("  log record, Python twin", L.encode_log_py, rec.calls["log record + attributes (C)"]),
              ("  span, Python twin", T.encode_span_py, rec.calls["span + attributes (C)"])]
     twin_rows = [(label, len(calls) / n, best(fn, calls, 2) / n) for label, fn, calls in twins]
