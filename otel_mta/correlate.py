@@ -158,7 +158,7 @@ class Correlator:
             if raw == event.queue_id:
                 raw = None
         if type(raw) is str:
-            known = self._resolved.get(raw) or self._known(raw)
+            known = self._resolved.get(raw) or self._known(raw)  # a hit costs no Python call
             if known[1] is not None:
                 return known
         mid = self.index.get(event.queue_id)
