@@ -72,7 +72,7 @@ static PyObject *or_none(PyObject *v) {
     return t ? v : Py_None;
 }
 
-/* fields.py's _num(): ints and floats (not bools), else None; borrowed */
+/* fields.py's num(): ints and floats (not bools), else None; borrowed */
 static PyObject *num(PyObject *v) {
     return (PyLong_CheckExact(v) || PyFloat_CheckExact(v)) ? v : Py_None;
 }

@@ -18,7 +18,8 @@ from otel_mta import privacy
 _SMTP_REPLY = re.compile(r"^\s*(\d{3})(?:[ -]+(\d\.\d{1,3}\.\d{1,3})\b)?")
 
 
-def _num(value):
+def num(value):
+    """A number ZoneMTA sent (int or float, not bool), else None."""
     return value if type(value) in (int, float) else None
 
 
@@ -60,7 +61,7 @@ def delivery_fields_py(entry: dict, attrs: dict, action: str, outcome: str, ref:
         reply = smtp_reply(response)
         if reply is not None:
             attrs["mta.smtp.code"], attrs["mta.smtp.enhanced_status"] = reply
-    size = _num(get("size"))
+    size = num(get("size"))
     attrs["mta.message.size"] = int(size) if size is not None else None
     attrs["mta.protocol"] = protocol
     tls = get("tlsVersion")
@@ -77,8 +78,8 @@ def delivery_fields_py(entry: dict, attrs: dict, action: str, outcome: str, ref:
         attrs["mta.defer.count"] = defcount
     # `timer`: the attempt's length in ms; `start`: ms from fetching the message
     # to its first byte out (ZoneMTA's lib/byte-counter.js); see mail.py
-    timer = _num(get("timer"))
-    first_byte = _num(get("start"))
+    timer = num(get("timer"))
+    first_byte = num(get("start"))
     extra = {"server.port": 25 if mx else None, "network.local.address": ip, "network.protocol.name": protocol,
              "error.type": (category or "rejected") if action == "REJECTED" else None}
     log_only = {"mta.delivery.duration_ms": int(timer) if timer is not None else None}

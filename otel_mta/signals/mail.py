@@ -24,7 +24,7 @@ from otel_mta.privacy import Redactor, TopN
 from otel_mta.signals import logs as L
 from otel_mta.signals import traces as T
 from otel_mta.signals.batch import Batcher
-from otel_mta.signals.fields import delivery_fields
+from otel_mta.signals.fields import num, delivery_fields
 from otel_mta.signals.metrics import MetricStore
 from otel_mta.signals.tracker import MessageTracker
 
@@ -56,10 +56,6 @@ _PHASE_CACHED = _CACHED | {"mta.phase", "mta.connect.tries", "mta.connect.addres
                            "tls.established", "mta.tls.failures"}
 # ZoneMTA entry keys this module maps; anything else of an unknown action goes to mta.entry
 _ENTRY_KEYS = {"id", "seq", "action"}
-
-
-def _num(value):
-    return value if type(value) in (int, float) else None
 
 
 def _ref(event: MailEvent) -> str:
@@ -259,7 +255,7 @@ class MailSignals:
         red.value("mta.client.host", get("originhost"), red.client, attrs)
         red.value("mta.client.helo", get("transhost"), red.client, attrs)
         attrs["mta.transport"] = get("transtype")
-        size = _num(get("body"))
+        size = num(get("body"))
         attrs["mta.message.size"] = int(size) if size is not None else None
         attrs["mta.message.md5"] = get("md5")
         now = event.observed_ns
@@ -334,7 +330,7 @@ class MailSignals:
                     self._emit_phases(event, trace_id, span_id)
         if action == "DEFERRED":
             self.tracker.deferred(qid, end_ns)
-            nxt = _num(event.entry.get("nextattempt"))
+            nxt = num(event.entry.get("nextattempt"))
             if nxt is not None:
                 log_only["mta.defer.next_attempt"] = datetime.fromtimestamp(nxt / 1000, timezone.utc).isoformat(
                     timespec="seconds")
