@@ -64,7 +64,8 @@ class Redactor:
         self._key = hmac_key
         self.mask_text = recipient != "full"
         # what signals/_fields.c reads of this object
-        self.policy = (MODES[recipient], MODES[sender], self.mask_text, self.text, self.hash)
+        self.policy = (MODES[recipient], MODES[sender], self.mask_text, self.text, self.hash,
+                       MODES[subject], MODES[user], MODES[client])
 
     def hash(self, value: str) -> str:
         # config validation guarantees a key whenever a mode is "hmac"

@@ -1,7 +1,7 @@
-"""The C twin of a delivery entry's mapping (signals/_fields.c) does exactly
-what the Python reference (signals/fields.py) does: same attributes in the same
-order, same types, same log line, same errors — for ZoneMTA-shaped entries and
-for hostile ones, under every privacy mode."""
+"""The C twins of a delivery entry's and a queue entry's mapping
+(signals/_fields.c) do exactly what the Python references (signals/fields.py)
+do: same attributes in the same order, same types, same log line, same errors —
+for ZoneMTA-shaped entries and for hostile ones, under every privacy mode."""
 from __future__ import annotations
 
 import itertools
@@ -95,3 +95,81 @@ def test_non_ascii_text_follows_python_rules_in_both():
     _, (attrs, _) = outcome(_fields.delivery_fields, entry, "ACCEPTED", red)
     assert attrs["mta.recipient.domain"] == "example.com"
     assert attrs["mta.smtp.code"] == 550 and attrs["mta.smtp.enhanced_status"] == "٥.١.١"
+
+
+RECIPIENT_LISTS = ADDRESSES + ["a@x.com,b@Y.com", "a@x.com, b@x.com ,c@z.org", " , ,", ",", "a@x.com,,b@y.com",
+                               "a@b.c,\u00a0d@E.F\u00a0,g@h.i", "\u2003,a@b.c", "one, two@x", "a@x.com" * 3]
+TEXTS = ["Hello", "", "subject with é", "client 192.0.2.1", "user@example.com"]
+ERRORS = ["550 5.7.1 rejected for <a@b.cd>", "Message too large", "", "é@exämple.com refused"]
+
+
+def random_queue_entry(rnd: random.Random) -> dict:
+    def pick(pool):
+        return rnd.choice(pool + OTHER)
+
+    entry = {}
+    for key, pool in (("interface", ["feeder", "bounce", ""]), ("from", ADDRESSES), ("headerFrom", ADDRESSES),
+                      ("to", RECIPIENT_LISTS), ("subject", TEXTS), ("user", TEXTS + [""] * 3),
+                      ("auth", TEXTS), ("src", ["192.0.2.1", "::1"]), ("originhost", ["[192.0.2.1]"]),
+                      ("transhost", ["client.example"]), ("transtype", ["ESMTPSA", "ESMTP"]), ("body", NUMBERS),
+                      ("md5", ["d41d8cd98f00b204e9800998ecf8427e"]), ("error", ERRORS)):
+        if rnd.random() < 0.85:
+            entry[key] = pick(pool)
+    return entry
+
+
+def queued_outcome(fn, entry, action, red):
+    attrs = {"mta.queue_id": "q1", "mta.delivery.seq": None, "mta.message_id": "m@x"}
+    try:
+        result = fn(dict(entry), attrs, action, "q1", red)
+    except Exception as err:  # both twins must fail the same way
+        return ("error", type(err)), None
+    return (repr(list(attrs.items())), repr(result)), (attrs, result)
+
+
+VALUE_MODES = ["drop", "hmac", "full"]
+
+
+@pytest.mark.parametrize("recipient,sender", list(itertools.product(MODES, MODES)))
+def test_c_and_python_map_random_queue_entries_alike(recipient, sender):
+    rnd = random.Random(f"queued {recipient}/{sender}")
+    errors = 0
+    for i in range(1200):
+        subject, user, client = (VALUE_MODES[(i + k) % 3] for k in range(3))
+        red = Redactor(recipient=recipient, sender=sender, subject=subject, user=user, client=client,
+                       hmac_key=b"k")
+        entry = random_queue_entry(rnd)
+        for action in ("QUEUED", "NOQUEUE"):
+            c, _ = queued_outcome(_fields.queued_fields, entry, action, red)
+            py, _ = queued_outcome(fields.queued_fields_py, entry, action, red)
+            assert c == py, (entry, action, subject, user, client)
+            errors += c[0] == "error"
+    assert errors < 1200
+
+
+def test_the_queue_twins_can_tell_privacy_modes_apart():
+    """The differential test can fail: different modes give different output."""
+    rnd = random.Random(7)
+    entries = [random_queue_entry(rnd) for _ in range(200)]
+    a = Redactor(recipient="full", sender="domain", subject="full", hmac_key=b"k")
+    b = Redactor(recipient="hmac", sender="drop", subject="hmac", hmac_key=b"k")
+    differ = sum(queued_outcome(_fields.queued_fields, e, "QUEUED", a)[0] !=
+                 queued_outcome(fields.queued_fields_py, e, "QUEUED", b)[0] for e in entries)
+    assert differ > 100
+
+
+def test_a_zonemta_queued_entry_reads_the_same_in_both():
+    red = Redactor(recipient="hmac", client="full", hmac_key=b"k")
+    entry = {"id": "18c", "action": "QUEUED", "interface": "feeder", "from": "Alice@Example.ORG",
+             "to": "bob@example.net, Carol@Example.NET,dave@example.com", "src": "192.0.2.1",
+             "transtype": "ESMTPSA", "body": 21312, "subject": "Hello", "md5": "abc"}
+    _, (attrs, result) = queued_outcome(_fields.queued_fields, entry, "QUEUED", red)
+    assert queued_outcome(fields.queued_fields_py, entry, "QUEUED", red)[1] == (attrs, result)
+    assert result == ("QUEUED q1 from example.org for 3 recipients (example.com, example.net), 21312 bytes "
+                      "via feeder", "feeder", 21312, 3)
+    assert attrs["mta.recipient.domain"] == ["example.com", "example.net"]
+    assert attrs["mta.recipient.hash"] == [red.hash(a) for a in ("bob@example.net", "Carol@Example.NET",
+                                                                 "dave@example.com")]
+    assert attrs["mta.client.address"] == "192.0.2.1" and "mta.subject" not in attrs
+    _, (attrs, result) = queued_outcome(_fields.queued_fields, {"error": "550 <x@y.zz> no"}, "NOQUEUE", red)
+    assert result == ("NOQUEUE q1: 550 <***@y.zz> no", None, None, 0)

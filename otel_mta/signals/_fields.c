@@ -1,10 +1,11 @@
 /*
  * The C twin of signals/fields.py: delivery_fields(entry, attrs, action,
- * outcome, ref, red). fields.py stays the reference and explains the mapping;
- * this file does exactly the same, in the same order (attribute order is
- * visible in the output). tests/test_fields.py holds both to that on random
- * entries. In Python this was ~7 us of each delivery entry, the largest share
- * left (bench/remote_log_stages.py).
+ * outcome, ref, red) and queued_fields(entry, attrs, action, queue_id, red).
+ * fields.py stays the reference and explains the mapping; this file does
+ * exactly the same, in the same order (attribute order is visible in the
+ * output). tests/test_fields.py holds both to that on random entries. In
+ * Python these were ~7 us of each delivery entry and ~9 us of each QUEUED
+ * entry, the largest shares left (bench/remote_log_stages.py).
  *
  * Strings are handled here when they are ASCII, which ZoneMTA's fields
  * practically always are. Other strings go to the Python code that fields.py
@@ -21,13 +22,18 @@ static PyObject *empty, *question, *rejected_s, *port25, *policy_s;
 /* entry keys */
 static PyObject *E_ZONE, *E_MX, *E_IP, *E_HOST, *E_CATEGORY, *E_RESPONSE, *E_PROTOCOL, *E_TO, *E_FROM,
     *E_RETURN_PATH, *E_SIZE, *E_TLS_VERSION, *E_TLS_CIPHER, *E_TLS_AUTHORIZED, *E_TLS_AUTH_ERROR, *E_DEFCOUNT,
-    *E_TIMER, *E_START;
+    *E_TIMER, *E_START, *E_INTERFACE, *E_HEADER_FROM, *E_SUBJECT, *E_USER, *E_AUTH, *E_SRC, *E_ORIGINHOST,
+    *E_TRANSHOST, *E_TRANSTYPE, *E_BODY, *E_MD5, *E_ERROR;
 /* attribute keys */
 static PyObject *A_ZONE, *A_OUTCOME, *A_MX, *A_SERVER_ADDRESS, *A_PEER, *A_SENDING_IP, *A_CATEGORY, *A_RESPONSE,
     *A_CODE, *A_STATUS, *A_SIZE, *A_PROTOCOL, *A_TLS_VERSION, *A_TLS_CIPHER, *A_TLS_AUTHORIZED, *A_TLS_AUTH_ERROR,
-    *A_DEFER_COUNT, *A_SERVER_PORT, *A_LOCAL_ADDRESS, *A_PROTOCOL_NAME, *A_ERROR_TYPE, *A_DURATION_MS;
+    *A_DEFER_COUNT, *A_SERVER_PORT, *A_LOCAL_ADDRESS, *A_PROTOCOL_NAME, *A_ERROR_TYPE, *A_DURATION_MS,
+    *A_INTERFACE, *A_RCPT_COUNT, *A_TRANSPORT, *A_MD5, *A_ERROR;
 /* <prefix>.domain, .address, .hash */
-static PyObject *A_RCPT[3], *A_SENDER[3], *A_RETURN_PATH[3];
+static PyObject *A_RCPT[3], *A_SENDER[3], *A_RETURN_PATH[3], *A_HEADER_FROM[3];
+/* a personal value and its <key>_hash */
+static PyObject *A_SUBJECT[2], *A_USER[2], *A_CLIENT_ADDRESS[2], *A_CLIENT_HOST[2], *A_CLIENT_HELO[2];
+static PyObject *comma, *comma_space, *strip_s, *not_queued;
 
 /* privacy modes, as in Redactor.policy */
 enum { DROP = 0, DOMAIN = 1, HMAC = 2, FULL = 3 };
@@ -39,7 +45,19 @@ static int intern_all(void) {
     S(E_RESPONSE, "response") S(E_PROTOCOL, "protocol") S(E_TO, "to") S(E_FROM, "from")
     S(E_RETURN_PATH, "returnPath") S(E_SIZE, "size") S(E_TLS_VERSION, "tlsVersion") S(E_TLS_CIPHER, "tlsCipher")
     S(E_TLS_AUTHORIZED, "tlsAuthorized") S(E_TLS_AUTH_ERROR, "tlsAuthorizationError") S(E_DEFCOUNT, "defcount")
-    S(E_TIMER, "timer") S(E_START, "start")
+    S(E_TIMER, "timer") S(E_START, "start") S(E_INTERFACE, "interface") S(E_HEADER_FROM, "headerFrom")
+    S(E_SUBJECT, "subject") S(E_USER, "user") S(E_AUTH, "auth") S(E_SRC, "src") S(E_ORIGINHOST, "originhost")
+    S(E_TRANSHOST, "transhost") S(E_TRANSTYPE, "transtype") S(E_BODY, "body") S(E_MD5, "md5") S(E_ERROR, "error")
+    S(A_INTERFACE, "mta.interface") S(A_RCPT_COUNT, "mta.recipient.count") S(A_TRANSPORT, "mta.transport")
+    S(A_MD5, "mta.message.md5") S(A_ERROR, "mta.error")
+    S(A_HEADER_FROM[0], "mta.header_from.domain") S(A_HEADER_FROM[1], "mta.header_from.address")
+    S(A_HEADER_FROM[2], "mta.header_from.hash")
+    S(A_SUBJECT[0], "mta.subject") S(A_SUBJECT[1], "mta.subject_hash") S(A_USER[0], "mta.user")
+    S(A_USER[1], "mta.user_hash") S(A_CLIENT_ADDRESS[0], "mta.client.address")
+    S(A_CLIENT_ADDRESS[1], "mta.client.address_hash") S(A_CLIENT_HOST[0], "mta.client.host")
+    S(A_CLIENT_HOST[1], "mta.client.host_hash") S(A_CLIENT_HELO[0], "mta.client.helo")
+    S(A_CLIENT_HELO[1], "mta.client.helo_hash")
+    S(comma, ",") S(comma_space, ", ") S(strip_s, "strip") S(not_queued, "not queued")
     S(A_ZONE, "mta.zone") S(A_OUTCOME, "mta.delivery.outcome") S(A_MX, "mta.mx.host")
     S(A_SERVER_ADDRESS, "server.address") S(A_PEER, "network.peer.address") S(A_SENDING_IP, "mta.sending_ip")
     S(A_CATEGORY, "mta.bounce.category") S(A_RESPONSE, "mta.smtp.response") S(A_CODE, "mta.smtp.code")
@@ -189,6 +207,161 @@ static int add_text(PyObject *parts, const char *text) {
     return rc;
 }
 
+/* Redactor.policy: (recipient, sender, mask text, text(), hash(), subject, user, client) */
+typedef struct {
+    PyObject *tuple; /* owned; the functions below are borrowed from it */
+    long recipient, sender, subject, user, client;
+    int mask;
+    PyObject *text_fn, *hash_fn;
+} policy_t;
+
+static int read_policy(PyObject *red, policy_t *p, const char *caller) {
+    PyObject *t = p->tuple = PyObject_GetAttr(red, policy_s);
+    if (!t) return -1;
+    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 8) {
+        PyErr_Format(PyExc_TypeError, "%s: red.policy must be an 8-tuple", caller);
+        Py_CLEAR(p->tuple);
+        return -1;
+    }
+    p->recipient = PyLong_AsLong(PyTuple_GET_ITEM(t, 0));
+    p->sender = PyLong_AsLong(PyTuple_GET_ITEM(t, 1));
+    p->mask = PyObject_IsTrue(PyTuple_GET_ITEM(t, 2));
+    p->text_fn = PyTuple_GET_ITEM(t, 3);
+    p->hash_fn = PyTuple_GET_ITEM(t, 4);
+    p->subject = PyLong_AsLong(PyTuple_GET_ITEM(t, 5));
+    p->user = PyLong_AsLong(PyTuple_GET_ITEM(t, 6));
+    p->client = PyLong_AsLong(PyTuple_GET_ITEM(t, 7));
+    if (PyErr_Occurred() || p->mask < 0) {
+        Py_CLEAR(p->tuple);
+        return -1;
+    }
+    return 0;
+}
+
+/* Redactor.text(v): addresses in free text masked (the regex stays in Python); new reference */
+static PyObject *masked_text(PyObject *v, const policy_t *p) {
+    if (p->mask && PyUnicode_CheckExact(v)) {
+        Py_ssize_t at = PyUnicode_FindChar(v, '@', 0, PyUnicode_GET_LENGTH(v), 1);
+        if (at == -2) return NULL;
+        if (at >= 0) return PyObject_CallOneArg(p->text_fn, v);
+    }
+    return Py_NewRef(v);
+}
+
+/* [a.strip() for a in value.split(",") if a.strip()]; new reference */
+static PyObject *split_addresses(PyObject *value) {
+    PyObject *out = PyList_New(0);
+    if (!out) return NULL;
+    if (PyUnicode_IS_ASCII(value)) {
+        const unsigned char *s = PyUnicode_1BYTE_DATA(value);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(value), start = 0;
+        while (start <= n) {
+            Py_ssize_t end = start;
+            while (end < n && s[end] != ',') end++;
+            Py_ssize_t a = start, b = end;
+            while (a < b && ascii_space(s[a])) a++;
+            while (b > a && ascii_space(s[b - 1])) b--;
+            if (b > a) {
+                PyObject *part = PyUnicode_Substring(value, a, b);
+                if (!part || PyList_Append(out, part) < 0) { Py_XDECREF(part); Py_DECREF(out); return NULL; }
+                Py_DECREF(part);
+            }
+            start = end + 1;
+        }
+        return out;
+    }
+    /* other text: Python's own split and strip (Unicode whitespace) */
+    PyObject *parts = PyUnicode_Split(value, comma, -1);
+    if (!parts) { Py_DECREF(out); return NULL; }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(parts); i++) {
+        PyObject *part = PyObject_CallMethodNoArgs(PyList_GET_ITEM(parts, i), strip_s);
+        if (!part || (PyUnicode_GET_LENGTH(part) && PyList_Append(out, part) < 0)) {
+            Py_XDECREF(part);
+            Py_DECREF(parts);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(part);
+    }
+    Py_DECREF(parts);
+    return out;
+}
+
+/* "<>" */
+static int is_null_sender(PyObject *value) {
+    return PyUnicode_GET_LENGTH(value) == 2 && PyUnicode_READ_CHAR(value, 0) == '<' &&
+           PyUnicode_READ_CHAR(value, 1) == '>';
+}
+
+/* Redactor.address_list(): <prefix>.count, .domain (one, or a sorted list), and by mode .address / .hash */
+static int address_list(PyObject *attrs, PyObject *count_key, PyObject *const keys[3], PyObject *value, long mode,
+                        PyObject *hash_fn) {
+    if (mode == DROP || !PyUnicode_CheckExact(value) || PyUnicode_GET_LENGTH(value) == 0 || is_null_sender(value))
+        return 0;
+    int rc = -1;
+    PyObject *domains = NULL, *sorted = NULL, *hashes = NULL;
+    PyObject *addrs = split_addresses(value);
+    if (!addrs || set_new(attrs, count_key, PyLong_FromSsize_t(PyList_GET_SIZE(addrs))) < 0) goto done;
+    if (!(domains = PySet_New(NULL))) goto done;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(addrs); i++) {
+        PyObject *a = PyList_GET_ITEM(addrs, i);
+        Py_ssize_t at = PyUnicode_FindChar(a, '@', 0, PyUnicode_GET_LENGTH(a), -1);
+        if (at == -2) goto done;
+        if (at < 0) continue;
+        PyObject *part = PyUnicode_Substring(a, at + 1, PyUnicode_GET_LENGTH(a));
+        if (!part) goto done;
+        PyObject *dom = domain_part(part);
+        Py_DECREF(part);
+        if (!dom) goto done;
+        int add = dom != Py_None ? PyObject_IsTrue(dom) : 0;
+        if (add < 0 || (add && PySet_Add(domains, dom) < 0)) { Py_DECREF(dom); goto done; }
+        Py_DECREF(dom);
+    }
+    if (PySet_GET_SIZE(domains)) {
+        if (!(sorted = PySequence_List(domains)) || PyList_Sort(sorted) < 0) goto done;
+        if (set(attrs, keys[0], PyList_GET_SIZE(sorted) == 1 ? PyList_GET_ITEM(sorted, 0) : sorted) < 0) goto done;
+    }
+    if (mode == FULL) {
+        if (set(attrs, keys[1], addrs) < 0) goto done;
+    } else if (mode == HMAC) {
+        if (!(hashes = PyList_New(PyList_GET_SIZE(addrs)))) goto done;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(addrs); i++) {
+            PyObject *h = PyObject_CallOneArg(hash_fn, PyList_GET_ITEM(addrs, i));
+            if (!h) goto done;
+            PyList_SET_ITEM(hashes, i, h);
+        }
+        if (set(attrs, keys[2], hashes) < 0) goto done;
+    }
+    rc = 0;
+done:
+    Py_XDECREF(addrs);
+    Py_XDECREF(domains);
+    Py_XDECREF(sorted);
+    Py_XDECREF(hashes);
+    return rc;
+}
+
+/* fields.recipient_count(to); -1 on error */
+static Py_ssize_t recipient_count(PyObject *to) {
+    if (!PyUnicode_CheckExact(to) || is_null_sender(to)) return 1;
+    PyObject *addrs = split_addresses(to);
+    if (!addrs) return -1;
+    Py_ssize_t n = PyList_GET_SIZE(addrs);
+    Py_DECREF(addrs);
+    return n;
+}
+
+/* Redactor.value(): a personal value as is (full) or as <key>_hash (hmac) */
+static int value_attr(PyObject *attrs, PyObject *const keys[2], PyObject *v, long mode, PyObject *hash_fn) {
+    if (mode == DROP || v == Py_None || (PyUnicode_Check(v) && PyUnicode_GET_LENGTH(v) == 0)) return 0;
+    if (mode != HMAC) return set(attrs, keys[0], v);
+    PyObject *text = PyObject_Str(v);
+    if (!text) return -1;
+    PyObject *h = PyObject_CallOneArg(hash_fn, text);
+    Py_DECREF(text);
+    return set_new(attrs, keys[1], h);
+}
+
 static PyObject *delivery_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 6) {
         PyErr_SetString(PyExc_TypeError, "delivery_fields(entry, attrs, action, outcome, ref, red)");
@@ -199,20 +372,10 @@ static PyObject *delivery_fields(PyObject *self, PyObject *const *args, Py_ssize
         PyErr_SetString(PyExc_TypeError, "delivery_fields: entry and attrs must be dicts, action a str");
         return NULL;
     }
-    /* Redactor.policy: (recipient mode, sender mode, mask text, text(), hash()) */
-    PyObject *policy = PyObject_GetAttr(args[5], policy_s);
-    if (!policy) return NULL;
-    if (!PyTuple_Check(policy) || PyTuple_GET_SIZE(policy) != 5) {
-        Py_DECREF(policy);
-        PyErr_SetString(PyExc_TypeError, "delivery_fields: red.policy must be a 5-tuple");
-        return NULL;
-    }
-    long rcpt_mode = PyLong_AsLong(PyTuple_GET_ITEM(policy, 0));
-    long sender_mode = PyLong_AsLong(PyTuple_GET_ITEM(policy, 1));
-    int mask = PyObject_IsTrue(PyTuple_GET_ITEM(policy, 2));
-    PyObject *text_fn = PyTuple_GET_ITEM(policy, 3), *hash_fn = PyTuple_GET_ITEM(policy, 4);
-    if (PyErr_Occurred() || mask < 0) { Py_DECREF(policy); return NULL; }
-
+    policy_t pol;
+    if (read_policy(args[5], &pol, "delivery_fields") < 0) return NULL;
+    long rcpt_mode = pol.recipient, sender_mode = pol.sender;
+    PyObject *hash_fn = pol.hash_fn;
     PyObject *response = NULL, *reply = NULL, *size = NULL, *defcount = NULL, *extra = NULL, *log_only = NULL;
     PyObject *parts = NULL, *body = NULL, *dom = NULL, *result = NULL, *timer_int = NULL;
     PyObject *zone, *mx, *ip, *peer, *category, *protocol, *v, *timer, *first_byte;
@@ -227,14 +390,7 @@ static PyObject *delivery_fields(PyObject *self, PyObject *const *args, Py_ssize
     GET_OR_NONE(peer, E_HOST)
     GET_OR_NONE(category, E_CATEGORY)
     GET(v, E_RESPONSE)
-    /* red.text(): addresses in free text are masked (regex, in Python) */
-    if (mask && PyUnicode_CheckExact(v) &&
-        PyUnicode_FindChar(v, '@', 0, PyUnicode_GET_LENGTH(v), 1) >= 0) {
-        if (!(response = PyObject_CallOneArg(text_fn, v))) goto done;
-    } else {
-        response = Py_NewRef(v);
-    }
-    if (!(v = or_none(response))) goto done;
+    if (!(response = masked_text(v, &pol)) || !(v = or_none(response))) goto done;
     Py_SETREF(response, Py_NewRef(v));
     GET(protocol, E_PROTOCOL)
     if (set(attrs, A_ZONE, zone) < 0 || set(attrs, A_OUTCOME, outcome) < 0) goto done;
@@ -328,7 +484,7 @@ static PyObject *delivery_fields(PyObject *self, PyObject *const *args, Py_ssize
 #undef GET
 #undef GET_OR_NONE
 done:
-    Py_DECREF(policy);
+    Py_DECREF(pol.tuple);
     Py_XDECREF(response);
     Py_XDECREF(reply);
     Py_XDECREF(size);
@@ -339,6 +495,112 @@ done:
     Py_XDECREF(body);
     Py_XDECREF(dom);
     Py_XDECREF(timer_int);
+    return result;
+}
+
+static PyObject *queued_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "queued_fields(entry, attrs, action, queue_id, red)");
+        return NULL;
+    }
+    PyObject *entry = args[0], *attrs = args[1], *action = args[2], *qid = args[3];
+    if (!PyDict_Check(entry) || !PyDict_Check(attrs) || !PyUnicode_Check(action)) {
+        PyErr_SetString(PyExc_TypeError, "queued_fields: entry and attrs must be dicts, action a str");
+        return NULL;
+    }
+    policy_t pol;
+    if (read_policy(args[4], &pol, "queued_fields") < 0) return NULL;
+    PyObject *size_int = NULL, *error = NULL, *parts = NULL, *body = NULL, *result = NULL, *joined = NULL;
+    PyObject *iface, *to, *v, *size;
+    int noqueue = PyUnicode_CompareWithASCIIString(action, "NOQUEUE") == 0;
+
+#define GET(var, key) if (!(var = get(entry, key))) goto done;
+    GET(iface, E_INTERFACE)
+    if (set(attrs, A_INTERFACE, iface) < 0) goto done;
+    GET(v, E_FROM)
+    if (address(attrs, A_SENDER, v, pol.sender, pol.hash_fn) < 0) goto done;
+    GET(v, E_HEADER_FROM)
+    if (address(attrs, A_HEADER_FROM, v, pol.sender, pol.hash_fn) < 0) goto done;
+    GET(to, E_TO)
+    if (address_list(attrs, A_RCPT_COUNT, A_RCPT, to, pol.recipient, pol.hash_fn) < 0) goto done;
+    GET(v, E_SUBJECT)
+    if (value_attr(attrs, A_SUBJECT, v, pol.subject, pol.hash_fn) < 0) goto done;
+    GET(v, E_USER)
+    int user = PyObject_IsTrue(v);
+    if (user < 0) goto done;
+    if (!user) GET(v, E_AUTH)
+    if (value_attr(attrs, A_USER, v, pol.user, pol.hash_fn) < 0) goto done;
+    GET(v, E_SRC)
+    if (value_attr(attrs, A_CLIENT_ADDRESS, v, pol.client, pol.hash_fn) < 0) goto done;
+    GET(v, E_ORIGINHOST)
+    if (value_attr(attrs, A_CLIENT_HOST, v, pol.client, pol.hash_fn) < 0) goto done;
+    GET(v, E_TRANSHOST)
+    if (value_attr(attrs, A_CLIENT_HELO, v, pol.client, pol.hash_fn) < 0) goto done;
+    GET(v, E_TRANSTYPE)
+    if (set(attrs, A_TRANSPORT, v) < 0) goto done;
+    GET(size, E_BODY)
+    size = num(size);
+    if (size == Py_None) size_int = Py_NewRef(Py_None);
+    else if (!(size_int = to_int(size))) goto done;
+    if (set(attrs, A_SIZE, size_int) < 0) goto done;
+    GET(v, E_MD5)
+    if (set(attrs, A_MD5, v) < 0) goto done;
+    if (!(parts = PyList_New(0))) goto done;
+
+    if (noqueue) {
+        GET(v, E_ERROR)
+        if (!(error = masked_text(v, &pol)) || set(attrs, A_ERROR, error) < 0) goto done;
+        int has_error = PyObject_IsTrue(error);
+        if (has_error < 0 || add_text(parts, "NOQUEUE ") < 0 || add_part(parts, qid) < 0 ||
+            add_text(parts, ": ") < 0 || add_part(parts, has_error ? error : not_queued) < 0 ||
+            !(body = PyUnicode_Join(empty, parts)))
+            goto done;
+        result = Py_BuildValue("(OOOn)", body, iface, size, (Py_ssize_t)0);
+        goto done;
+    }
+    /* None when recipients are not recorded (mode drop, "<>"): counted from `to` */
+    PyObject *rcpts = PyDict_GetItemWithError(attrs, A_RCPT_COUNT);
+    if (!rcpts && PyErr_Occurred()) goto done;
+    Py_ssize_t recipients;
+    if (rcpts) {
+        if ((recipients = PyLong_AsSsize_t(rcpts)) == -1 && PyErr_Occurred()) goto done;
+    } else if ((recipients = recipient_count(to)) < 0) {
+        goto done;
+    }
+    PyObject *sender = PyDict_GetItemWithError(attrs, A_SENDER[0]);
+    if (!sender && PyErr_Occurred()) goto done;
+    int has_sender = sender ? PyObject_IsTrue(sender) : 0;
+    if (has_sender < 0 || add_text(parts, "QUEUED ") < 0 || add_part(parts, qid) < 0 ||
+        (has_sender && (add_text(parts, " from ") < 0 || add_part(parts, sender) < 0)))
+        goto done;
+    if (rcpts && recipients) {
+        PyObject *doms = PyDict_GetItemWithError(attrs, A_RCPT[0]);
+        if (!doms && PyErr_Occurred()) goto done;
+        doms = doms ? doms : Py_None;
+        if (PyList_CheckExact(doms)) {
+            if (!(joined = PyUnicode_Join(comma_space, doms))) goto done;
+            doms = joined;
+        }
+        if (add_text(parts, " for ") < 0 || add_part(parts, rcpts) < 0 ||
+            add_text(parts, recipients != 1 ? " recipients (" : " recipient (") < 0 || add_part(parts, doms) < 0 ||
+            add_text(parts, ")") < 0)
+            goto done;
+    }
+    if (size != Py_None && (add_text(parts, ", ") < 0 || add_part(parts, size_int) < 0 ||
+                            add_text(parts, " bytes") < 0))
+        goto done;
+    int has_iface = PyObject_IsTrue(iface);
+    if (has_iface < 0 || (has_iface && (add_text(parts, " via ") < 0 || add_part(parts, iface) < 0))) goto done;
+    if (!(body = PyUnicode_Join(empty, parts))) goto done;
+    result = Py_BuildValue("(OOOn)", body, iface, size, recipients);
+#undef GET
+done:
+    Py_DECREF(pol.tuple);
+    Py_XDECREF(size_int);
+    Py_XDECREF(error);
+    Py_XDECREF(parts);
+    Py_XDECREF(body);
+    Py_XDECREF(joined);
     return result;
 }
 
@@ -357,6 +619,8 @@ static PyObject *setup(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"delivery_fields", (PyCFunction)(void (*)(void))delivery_fields, METH_FASTCALL,
      "delivery_fields(entry, attrs, action, outcome, ref, red) -> tuple; see signals/fields.py"},
+    {"queued_fields", (PyCFunction)(void (*)(void))queued_fields, METH_FASTCALL,
+     "queued_fields(entry, attrs, action, queue_id, red) -> tuple; see signals/fields.py"},
     {"setup", setup, METH_VARARGS, "setup(domain_part, smtp_reply): the Python fallbacks for non-ASCII text"},
     {NULL, NULL, 0, NULL}};
 

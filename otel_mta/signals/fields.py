@@ -1,12 +1,14 @@
-"""What one delivery entry (ACCEPTED, DEFERRED, REJECTED) says: its attributes
-and its log line. This is the stateless part of the mapping in mail.py. State
-(the trace, metrics, the root span, span timing) stays in mail.py.
+"""What one delivery entry (ACCEPTED, DEFERRED, REJECTED) or queue entry
+(QUEUED, NOQUEUE) says: its attributes and its log line. This is the stateless
+part of the mapping in mail.py. State (the trace, metrics, the root span, span
+timing) stays in mail.py.
 
-It runs for most entries, and in Python it was the largest single cost of an
-entry (bench/remote_log_stages.py). So it has a C twin (signals/_fields.c).
-This Python function stays the reference. tests/test_fields.py feeds both the
-same random entries under every privacy mode and checks they give the same
-attributes, in the same order, and the same results.
+They run for every entry, and in Python they were the largest single costs of
+an entry (bench/remote_log_stages.py). So they have a C twin
+(signals/_fields.c). These Python functions stay the reference.
+tests/test_fields.py feeds both the same random entries under every privacy
+mode and checks they give the same attributes, in the same order, and the same
+results.
 """
 from __future__ import annotations
 
@@ -100,10 +102,56 @@ def delivery_fields_py(entry: dict, attrs: dict, action: str, outcome: str, ref:
     return body, extra, log_only, zone, ip, category, dom, response, timer, first_byte, defcount
 
 
+def recipient_count(to) -> int:
+    """How many recipients ZoneMTA's comma-joined `to` names (1 for "<>" or
+    none given): what the root span waits for when recipients are not recorded."""
+    return len([a for a in to.split(",") if a.strip()]) if type(to) is str and to != "<>" else 1
+
+
+def queued_fields_py(entry: dict, attrs: dict, action: str, queue_id: str, red):
+    """Add a QUEUED or NOQUEUE entry's attributes to `attrs` and return
+    (body, interface, size, recipients): the log line, the interface and size
+    for the metrics, and how many recipients the message's root span waits for
+    (0 for NOQUEUE)."""
+    get = entry.get
+    iface = get("interface")
+    attrs["mta.interface"] = iface
+    red.address("mta.sender", get("from"), red.sender, attrs)
+    red.address("mta.header_from", get("headerFrom"), red.sender, attrs)
+    red.address_list("mta.recipient", get("to"), red.recipient, attrs)
+    red.value("mta.subject", get("subject"), red.subject, attrs)
+    red.value("mta.user", get("user") or get("auth"), red.user, attrs)
+    red.value("mta.client.address", get("src"), red.client, attrs)
+    red.value("mta.client.host", get("originhost"), red.client, attrs)
+    red.value("mta.client.helo", get("transhost"), red.client, attrs)
+    attrs["mta.transport"] = get("transtype")
+    size = num(get("body"))
+    attrs["mta.message.size"] = int(size) if size is not None else None
+    attrs["mta.message.md5"] = get("md5")
+    if action == "NOQUEUE":
+        error = attrs["mta.error"] = red.text(get("error"))
+        return f"NOQUEUE {queue_id}: {error or 'not queued'}", iface, size, 0
+    rcpts = attrs.get("mta.recipient.count")  # None when recipients are not recorded (mode drop, "<>")
+    recipients = rcpts if rcpts is not None else recipient_count(get("to"))
+    sender = attrs.get("mta.sender.domain")
+    body = f"QUEUED {queue_id} from {sender}" if sender else f"QUEUED {queue_id}"
+    if rcpts:
+        doms = attrs.get("mta.recipient.domain")
+        doms = ", ".join(doms) if type(doms) is list else doms
+        body += f" for {rcpts} recipient{'s' if rcpts != 1 else ''} ({doms})"
+    if size is not None:
+        body += f", {int(size)} bytes"
+    if iface:
+        body += f" via {iface}"
+    return body, iface, size, recipients
+
+
 try:  # the C twin (signals/_fields.c)
     from otel_mta.signals import _fields
 except ImportError:  # pragma: no cover - exercised where no compiler exists
     delivery_fields = delivery_fields_py
+    queued_fields = queued_fields_py
 else:
     _fields.setup(privacy.domain_part, smtp_reply)
     delivery_fields = _fields.delivery_fields
+    queued_fields = _fields.queued_fields

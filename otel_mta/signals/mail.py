@@ -24,7 +24,7 @@ from otel_mta.privacy import Redactor, TopN
 from otel_mta.signals import logs as L
 from otel_mta.signals import traces as T
 from otel_mta.signals.batch import Batcher
-from otel_mta.signals.fields import num, delivery_fields
+from otel_mta.signals.fields import delivery_fields, num, queued_fields
 from otel_mta.signals.metrics import MetricStore
 from otel_mta.signals.tracker import MessageTracker
 
@@ -241,49 +241,20 @@ class MailSignals:
         self.logs.add(self.res, record)
 
     def _queued(self, event: MailEvent, trace_id, attrs: dict):
-        e, red = event.entry, self.red
-        get = e.get
-        qid = event.queue_id
-        iface = get("interface")
-        attrs["mta.interface"] = iface
-        red.address("mta.sender", get("from"), red.sender, attrs)
-        red.address("mta.header_from", get("headerFrom"), red.sender, attrs)
-        red.address_list("mta.recipient", get("to"), red.recipient, attrs)
-        red.value("mta.subject", get("subject"), red.subject, attrs)
-        red.value("mta.user", get("user") or get("auth"), red.user, attrs)
-        red.value("mta.client.address", get("src"), red.client, attrs)
-        red.value("mta.client.host", get("originhost"), red.client, attrs)
-        red.value("mta.client.helo", get("transhost"), red.client, attrs)
-        attrs["mta.transport"] = get("transtype")
-        size = num(get("body"))
-        attrs["mta.message.size"] = int(size) if size is not None else None
-        attrs["mta.message.md5"] = get("md5")
+        """QUEUED / NOQUEUE: metrics and the message's root span; returns the
+        log record's time and body. The attributes come from signals/fields.py (C twin)."""
+        qid, res = event.queue_id, self.res
+        body, iface, size, recipients = queued_fields(event.entry, attrs, event.action, qid, self.red)
         now = event.observed_ns
-        res = self.res
+        key = (iface,)
         if event.action == "NOQUEUE":
-            attrs["mta.error"] = red.text(get("error"))
-            self.m_queue_errors.add(1, res, (iface,))
-            return now, f"NOQUEUE {qid}: {attrs['mta.error'] or 'not queued'}"
-        queued, key = self._n_queued, (iface,)
+            self.m_queue_errors.add(1, res, key)
+            return now, body
+        queued = self._n_queued
         queued[key] = queued.get(key, 0) + 1
         if size is not None:
-            self.m_size.record(size, res, (iface,))
-        rcpts = attrs.get("mta.recipient.count")
-        recipients = rcpts
-        if recipients is None:  # recipients not recorded (privacy mode drop, or "<>"): count them here
-            to = get("to")
-            recipients = len([a for a in to.split(",") if a.strip()]) if type(to) is str and to != "<>" else 1
+            self.m_size.record(size, res, key)
         self.tracker.queued(qid, trace_id, now, attrs, recipients, self.corr.root_span_id(qid))
-        sender = attrs.get("mta.sender.domain")
-        body = f"QUEUED {qid} from {sender}" if sender else f"QUEUED {qid}"
-        if rcpts:
-            doms = attrs.get("mta.recipient.domain")
-            doms = ", ".join(doms) if type(doms) is list else doms
-            body += f" for {rcpts} recipient{'s' if rcpts != 1 else ''} ({doms})"
-        if size is not None:
-            body += f", {int(size)} bytes"
-        if iface:
-            body += f" via {iface}"
         return now, body
 
     def _delivery(self, event: MailEvent, trace_id, mid, outcome: str, attrs: dict):
