@@ -5,6 +5,11 @@
  * most of it making and freeing an OpenSSL hash object for a 40-byte input;
  * this is a plain SHA-256 (FIPS 180-4) on the stack. tests/test_ids.py checks
  * it against hashlib and the shared test vectors.
+ *
+ * normalize_message_id(): the twin of ids.normalize_message_id_py for ASCII
+ * text (Message-IDs practically always are); other values go to the Python
+ * function that ids.py registers with setup(). Every QUEUED entry normalises
+ * its Message-ID once, which in Python cost ~1 us.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -84,7 +89,52 @@ static PyObject *digest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return PyBytes_FromStringAndSize((const char *)out, size);
 }
 
+static PyObject *normalize_py;  /* ids.normalize_message_id_py, from setup() */
+
+/* " \t\r\n\f\v": what ids.WS trims */
+static int ws(Py_UCS1 c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
+static PyObject *normalize_message_id(PyObject *self, PyObject *value) {
+    if (!PyUnicode_CheckExact(value) || !PyUnicode_IS_ASCII(value)) {
+        if (!normalize_py) {
+            PyErr_SetString(PyExc_RuntimeError, "otel_mta._ids.setup() was not called");
+            return NULL;
+        }
+        return PyObject_CallOneArg(normalize_py, value);
+    }
+    const Py_UCS1 *s = PyUnicode_1BYTE_DATA(value);
+    Py_ssize_t a = 0, b = PyUnicode_GET_LENGTH(value);
+    while (a < b && ws(s[a])) a++;
+    while (b > a && ws(s[b - 1])) b--;
+    if (a < b && s[a] == '<') a++;
+    if (b > a && s[b - 1] == '>') b--;
+    while (a < b && ws(s[a])) a++;
+    while (b > a && ws(s[b - 1])) b--;
+    if (a == b) Py_RETURN_NONE;
+    Py_ssize_t at = b - 1;
+    while (at >= a && s[at] != '@') at--;
+    PyObject *out = PyUnicode_New(b - a, 127);
+    if (!out) return NULL;
+    Py_UCS1 *o = PyUnicode_1BYTE_DATA(out);
+    memcpy(o, s + a, (size_t)(b - a));
+    for (Py_ssize_t i = at >= a ? at + 1 : b; i < b; i++)  /* the domain, ASCII-lowercased */
+        if (s[i] >= 'A' && s[i] <= 'Z') o[i - a] = s[i] + 32;
+    return out;
+}
+
+static PyObject *setup(PyObject *self, PyObject *fn) {
+    if (!PyCallable_Check(fn)) {
+        PyErr_SetString(PyExc_TypeError, "setup(normalize_message_id_py) takes a callable");
+        return NULL;
+    }
+    Py_XSETREF(normalize_py, Py_NewRef(fn));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"normalize_message_id", normalize_message_id, METH_O,
+     "normalize_message_id(value) -> str or None; see ids.normalize_message_id_py"},
+    {"setup", setup, METH_O, "setup(normalize_message_id_py): the Python twin, for values that are not ASCII str"},
     {"digest", (PyCFunction)(void (*)(void))digest, METH_FASTCALL,
      "digest(text, size) -> the first size bytes of SHA-256(text as UTF-8), never all zero"},
     {NULL, NULL, 0, NULL}};

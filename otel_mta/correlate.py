@@ -7,7 +7,7 @@ message.headers events) teach a bounded queue-id -> Message-ID index.
 from __future__ import annotations
 
 import collections
-
+import functools
 from collections import OrderedDict
 
 from otel_mta import ids
@@ -86,29 +86,28 @@ class GenerationalMap:
         new[key] = value
 
 
+def _message_trace(raw: str) -> tuple[bytes | None, str | None]:
+    """(trace id, normalised) of a raw Message-ID, or (None, None)."""
+    mid = ids.normalize_message_id(raw)
+    return (ids.trace_id_from_key("mid:" + mid), mid) if mid else (None, None)
+
+
 class Correlator:
+    """Trace ids for mail events. The ids are pure functions of their inputs,
+    so the lookups below are memoised with functools.lru_cache (bounded, and a
+    hit runs in C with no Python call); a message has several entries and log
+    lines (QUEUED, then one per recipient and attempt). Only the queue-id index
+    is state. Callers pass only str to the memos (lists are not hashable)."""
+
     def __init__(self, index_size: int = 100_000):
         self.index = GenerationalMap(index_size)  # queue id -> normalised Message-ID
-        self._traces = BoundedMap(8192)       # trace key -> trace id (a message has several entries and log lines)
-        self._mids = BoundedMap(4096)         # raw Message-ID -> normalised (same reason)
-        self._roots = BoundedMap(4096)        # queue id -> root span id
-        self._resolved = BoundedMap(4096)     # raw Message-ID -> (trace id, normalised), for resolve()
+        self._known = functools.lru_cache(maxsize=4096)(_message_trace)
+        self._normalize = functools.lru_cache(maxsize=4096)(ids.normalize_message_id)
+        self.root_span_id = functools.lru_cache(maxsize=4096)(ids.root_span_id)
+        self._trace_for_key = functools.lru_cache(maxsize=8192)(ids.trace_id_from_key)
 
     def normalize(self, raw) -> str | None:
-        if type(raw) is not str:
-            return None
-        mid = self._mids.get(raw, False)
-        if mid is False:
-            mid = ids.normalize_message_id(raw)
-            self._mids.put(raw, mid)
-        return mid
-
-    def root_span_id(self, queue_id: str) -> bytes:
-        span = self._roots.get(queue_id)
-        if span is None:
-            span = ids.root_span_id(queue_id)
-            self._roots.put(queue_id, span)
-        return span
+        return self._normalize(raw) if type(raw) is str else None
 
     def learn(self, queue_id: str | None, message_id: str | None) -> None:
         if type(message_id) is not str:
@@ -116,16 +115,6 @@ class Correlator:
         mid = self._known(message_id)[1]  # resolve() of this message's entries finds it there next
         if queue_id and mid:
             self.index.put(queue_id, mid)
-
-    def _known(self, raw: str) -> tuple[bytes | None, str | None]:
-        """(trace id, normalised) of a raw Message-ID, cached: a message has
-        several entries (QUEUED, then one per recipient and attempt)."""
-        known = self._resolved.get(raw)
-        if known is None:
-            mid = ids.normalize_message_id(raw)
-            known = (ids.trace_id_from_key("mid:" + mid), mid) if mid else (None, None)
-            self._resolved.put(raw, known)
-        return known
 
     def message_id(self, event: MailEvent) -> str | None:
         """The normalised Message-ID of the event's message, if known."""
@@ -158,27 +147,23 @@ class Correlator:
             if raw == event.queue_id:
                 raw = None
         if type(raw) is str:
-            known = self._resolved.get(raw) or self._known(raw)  # a hit costs no Python call
+            known = self._known(raw)
             if known[1] is not None:
                 return known
         mid = self.index.get(event.queue_id)
         if mid is not None:
-            return self.trace_for_key("mid:" + mid), mid
+            return self._trace_for_key("mid:" + mid), mid
         qid = event.queue_id.strip(ids.WS)
         if not qid:
             return None, None
-        return self.trace_for_key("qid:" + qid), None
+        return self._trace_for_key("qid:" + qid), None
 
     def trace_for_key(self, key: str) -> bytes:
         """The trace id of a `mid:<normalised Message-ID>` or `qid:<queue id>`
-        key, cached (a message has several entries and log lines). From the
-        key, not trace_id_for(mid): `mid` is normalised already, and normalising
-        twice is not always the same as once ("< <a@b> >")."""
-        trace = self._traces.get(key)
-        if trace is None:
-            trace = ids.trace_id_from_key(key)
-            self._traces.put(key, trace)
-        return trace
+        key (memoised). From the key, not trace_id_for(mid): `mid` is
+        normalised already, and normalising twice is not always the same as
+        once ("< <a@b> >")."""
+        return self._trace_for_key(key)
 
     def trace_id(self, event: MailEvent) -> bytes | None:
         return self.resolve(event)[0]

@@ -15,11 +15,12 @@ _ASCII_UPPER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 WS = " \t\r\n\f\v"
 
 
-def normalize_message_id(value: str | None) -> str | None:
+def normalize_message_id_py(value: str | None) -> str | None:
     """Normalise an RFC 5322 Message-ID; None when there is no usable id.
 
     Trim ASCII whitespace and the angle brackets, keep the local part as written and
-    lowercase the domain (ASCII only, so every language agrees).
+    lowercase the domain (ASCII only, so every language agrees). This is the
+    reference; normalize_message_id is its C twin (otel_mta/_ids.c) where built.
     """
     if not value:
         return None
@@ -56,10 +57,15 @@ def _digest_py(text: str, size: int) -> bytes:
     return out
 
 
-try:  # the C twin (otel_mta/_ids.c): the same bytes without an OpenSSL object per id
-    from otel_mta._ids import digest as _digest
+try:  # the C twins (otel_mta/_ids.c): the same bytes without an OpenSSL object per id
+    from otel_mta import _ids
 except ImportError:  # pragma: no cover - exercised where no compiler exists
     _digest = _digest_py
+    normalize_message_id = normalize_message_id_py
+else:
+    _digest = _ids.digest
+    _ids.setup(normalize_message_id_py)
+    normalize_message_id = _ids.normalize_message_id
 
 
 def trace_id_for(message_id: str | None, queue_id: str | None) -> bytes | None:

@@ -124,3 +124,20 @@ def test_the_c_digest_is_sha256_as_hashlib_computes_it():
         _ids.digest("\ud800", 8)
     with pytest.raises(UnicodeEncodeError):
         ids._digest_py("\ud800", 8)
+
+
+def test_the_c_message_id_normalisation_is_the_python_one():
+    import random
+
+    import pytest
+    _ids = pytest.importorskip("otel_mta._ids")
+    rnd = random.Random(5)
+    alphabet = "aZ<>@@. \t\r\n\f\v\x1cQ.é\u00a0\u3000"
+    raws = [v["message_id"] for v in VECTORS["trace_ids"]] + ["", "<", ">", "<>", "< <a@B.org> >", "@", "a@",
+                                                              "@B", "x@Y@Z.COM", "<AbC@Example.COM>"]
+    raws += ["".join(rnd.choice(alphabet) for _ in range(rnd.randrange(12))) for _ in range(5000)]
+    for raw in raws:
+        assert _ids.normalize_message_id(raw) == ids.normalize_message_id_py(raw), repr(raw)
+    assert sum(ids.normalize_message_id_py(r) not in (None, r) for r in raws) > 1000  # most change
+    assert _ids.normalize_message_id(None) is None
+    assert ids.normalize_message_id is _ids.normalize_message_id  # the pipeline uses the C twin

@@ -261,23 +261,23 @@ class MailSignals:
         """A delivery attempt: span and metrics; returns the log record's time,
         span id, body and its log-only attributes. The attributes shared by the
         log record and the span come from signals/fields.py (C twin), once."""
-        action, qid = event.action, event.queue_id
+        action, qid, seq = event.action, event.queue_id, event.seq
         (body, extra, log_only, zone, ip, category, dom, response, timer, first_byte,
-         defcount) = delivery_fields(event.entry, attrs, action, outcome, _ref(event), self.red)
+         defcount) = delivery_fields(event.entry, attrs, action, outcome, f"{qid}.{seq}" if seq else qid, self.red)
         # ZoneMTA sends the entry as the attempt ends. `timer` is the attempt's
         # length in ms (from fetching the message to the end of DATA) and `start`
         # the ms from then until the first byte went to the MX (lib/byte-counter.js);
         # neither is a wall-clock time, and both are false/undefined when the
         # attempt failed before sending.
         end_ns = event.observed_ns
-        start_ns = end_ns - _ms_to_ns(timer) if timer is not None else end_ns
+        start_ns = end_ns - int(round(timer * 1000)) * 1000 if timer is not None else end_ns  # _ms_to_ns(), inline
         # metrics
         attempts, key = self._n_attempts, (zone, outcome, ip, category, self.top_domain(dom))
         attempts[key] = attempts.get(key, 0) + 1
         if timer is not None:
             self.m_duration.record(timer / 1000.0, self.res, (zone, outcome))
         # span
-        span_id = ids.attempt_span_id(qid, event.seq or "", action, defcount)
+        span_id = ids.attempt_span_id(qid, seq or "", action, defcount)
         if mid is not None and qid not in self.corr.index:
             self.corr.index.put(qid, mid)     # queued before a restart: keep later entries in this trace
         if trace_id:
@@ -285,20 +285,14 @@ class MailSignals:
             events = None
             if first_byte is not None and timer is not None:
                 events = [(start_ns + _ms_to_ns(first_byte), "message data started", {})]
-            attempt = _Attempt(span_id, trace_id, self.corr.root_span_id(qid), start_ns, end_ns, (attrs, extra),
-                               T.STATUS_ERROR if rejected else 0, response if rejected else None, events)
-            early = self._early.pop(span_id, None) if self._early else None
-            if early is not None:              # the phases came first
-                self._attempt_span(attempt, early[4], qid, event.seq, early[3])
-            elif not event.phases and self._phases_until and self._phases_until > time.monotonic():
-                if len(self._waiting) >= self.max_held:
-                    self._attempt_span(self._waiting.pop(next(iter(self._waiting))))
-                attempt.deadline_ns = time.time_ns() + self.hold_ns
-                self._waiting[span_id] = attempt
+            parent_id = self.corr.root_span_id(qid)
+            status, status_msg = (T.STATUS_ERROR, response) if rejected else (0, None)
+            if not (self._phases_until or self._early or event.phases):  # no plugin: nothing waits
+                self.spans.add(self.res, T.encode_span(trace_id, span_id, parent_id, "delivery", T.SPAN_KIND_CLIENT,
+                                                       start_ns, end_ns, (attrs, extra), status, status_msg, events))
             else:
-                self._attempt_span(attempt)
-                if event.phases:
-                    self._emit_phases(event, trace_id, span_id)
+                self._attempt_with_phases(event, _Attempt(span_id, trace_id, parent_id, start_ns, end_ns,
+                                                          (attrs, extra), status, status_msg, events))
         if action == "DEFERRED":
             self.tracker.deferred(qid, end_ns)
             nxt = num(event.entry.get("nextattempt"))
@@ -308,6 +302,22 @@ class MailSignals:
         else:
             self.tracker.final(qid, event.seq, outcome, end_ns)
         return end_ns, span_id, body, log_only
+
+    def _attempt_with_phases(self, event: MailEvent, attempt: "_Attempt") -> None:
+        """The attempt span while a plugin reports delivery phases: joined with
+        phases that came first, or waiting for them (up to the hold time)."""
+        early = self._early.pop(attempt.span_id, None) if self._early else None
+        if early is not None:              # the phases came first
+            self._attempt_span(attempt, early[4], event.queue_id, event.seq, early[3])
+        elif not event.phases and self._phases_until and self._phases_until > time.monotonic():
+            if len(self._waiting) >= self.max_held:
+                self._attempt_span(self._waiting.pop(next(iter(self._waiting))))
+            attempt.deadline_ns = time.time_ns() + self.hold_ns
+            self._waiting[attempt.span_id] = attempt
+        else:
+            self._attempt_span(attempt)
+            if event.phases:
+                self._emit_phases(event, attempt.trace_id, attempt.span_id)
 
     def _other(self, event: MailEvent, attrs: dict):
         e, red, action = event.entry, self.red, event.action
