@@ -122,6 +122,21 @@ def test_root_span_ends_when_every_recipient_is_final(capture, js_encode):
     assert root.end_time_unix_nano == last and root.start_time_unix_nano < last
 
 
+@pytest.mark.parametrize("final,state,error", [
+    ({"action": "ACCEPTED", "seq": "001", "zone": "default", "to": "bob@example.com"}, "delivered", False),
+    ({"action": "REJECTED", "seq": "001", "zone": "default", "to": "bob@example.com", "category": "recipient",
+      "response": "550 5.1.1 no such user"}, "bounced", True),
+    ({"action": "DROP", "seq": "001", "recipient": "bob@example.com", "reason": "blacklisted"}, "dropped", False),
+    ({"action": "DELETED", "seq": "001", "reason": "admin"}, "dropped", False),
+])
+def test_root_span_of_a_one_recipient_message_ends_with_its_outcome(capture, js_encode, final, state, error):
+    queued = dict(ENTRIES[0], id="q1", to="bob@example.com")
+    _, rx = run(capture, js_encode, [queued, dict(final, id="q1")], tick=False)
+    [root] = [s for _, s in rx.spans() if s.name == "message"]
+    assert attrs(root.attributes)["mta.message.state"] == state
+    assert (root.status.code == root.status.STATUS_CODE_ERROR) is error
+
+
 def test_root_span_of_deferred_message_ends_as_queued(capture, js_encode):
     entries = [e for e in ENTRIES if e["id"] == Q and e["action"] in ("QUEUED", "DEFERRED")][:2]
     _, rx = run(capture, js_encode, entries, tick=False)

@@ -16,6 +16,8 @@ from otel_mta import ids
 from otel_mta.signals import traces as T
 
 _STATE = {s: {"mta.message.state": s} for s in ("delivered", "partially_delivered", "bounced", "dropped", "queued")}
+# the message's state when its only recipient had this outcome (what final() works out for many)
+_ONE_RECIPIENT = {"delivered": "delivered", "rejected": "bounced", "dropped": "dropped", "deleted": "dropped"}
 _ROOT_ATTRS = ("mta.queue_id", "mta.message_id", "mta.interface", "mta.sender.domain",
                "mta.recipient.domain", "mta.recipient.count", "mta.message.size")
 
@@ -62,12 +64,15 @@ class MessageTracker:
         root = self._open.get(queue_id)
         if root is None:
             return
-        root.outcomes[seq] = outcome
-        if len(root.outcomes) >= root.expected:
-            values = root.outcomes.values()
-            delivered = sum(1 for o in values if o == "delivered")
-            rejected = sum(1 for o in values if o == "rejected")
-            if delivered == len(root.outcomes):
+        outcomes = root.outcomes
+        if root.expected == 1 and not outcomes:  # most messages: one recipient, one outcome
+            self._end(queue_id, time_ns, _ONE_RECIPIENT[outcome], error=outcome == "rejected")
+            return
+        outcomes[seq] = outcome
+        if len(outcomes) >= root.expected:
+            values = list(outcomes.values())
+            delivered, rejected = values.count("delivered"), values.count("rejected")
+            if delivered == len(values):
                 state = "delivered"
             elif delivered:
                 state = "partially_delivered"
@@ -90,6 +95,6 @@ class MessageTracker:
         root = self._open.pop(queue_id)
         record = T.encode_span(root.trace_id, root.span_id, None, "message",
                                T.SPAN_KIND_SERVER, root.start_ns, max(end_ns, root.start_ns),
-                               T.encode_attrs(T.TAG, (root.attrs, _STATE[state])), T.STATUS_ERROR if error else 0,
+                               (root.attrs, _STATE[state]), T.STATUS_ERROR if error else 0,
                                "one or more recipients rejected" if error else None)
         self._spans.add(self._res, record)

@@ -4,8 +4,8 @@
  * entry, most of the sidecar's per-entry budget; this one costs ~1-2 us
  * (bench/remote_log_stages.py prints both). The two must agree on every input:
  * tests/test_msgpack_js.py runs both over the real encoder's bytes and a fuzz
- * corpus. Errors raise ValueError(reason, detail); the Python wrapper turns
- * that into DecodeError.
+ * corpus. Errors raise msgpack_js.DecodeError(reason, detail), registered
+ * by setup() (ValueError before that): no Python wrapper per datagram.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -20,10 +20,12 @@ typedef struct {
     Py_ssize_t pos;
 } reader;
 
+static PyObject *decode_error;  /* msgpack_js.DecodeError, from setup() */
+
 static PyObject *fail(const char *reason, const char *detail) {
     PyObject *args = Py_BuildValue("(ss)", reason, detail);
     if (args) {
-        PyErr_SetObject(PyExc_ValueError, args);
+        PyErr_SetObject(decode_error ? decode_error : PyExc_ValueError, args);
         Py_DECREF(args);
     }
     return NULL;
@@ -215,8 +217,18 @@ static PyObject *py_decode(PyObject *self, PyObject *arg) {
     return out;
 }
 
+static PyObject *setup(PyObject *self, PyObject *cls) {
+    if (!PyExceptionClass_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "setup(DecodeError) takes an exception class");
+        return NULL;
+    }
+    Py_XSETREF(decode_error, Py_NewRef(cls));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
-    {"decode", py_decode, METH_O, "Decode one msgpack-js value filling the buffer."},
+    {"decode", py_decode, METH_O, "Decode one msgpack-js value that must fill `data` exactly."},
+    {"setup", setup, METH_O, "setup(DecodeError): the class errors are raised as (reason, detail)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -164,13 +164,7 @@ except ImportError:  # pragma: no cover - exercised where no compiler exists
     _c = None
     decode = decode_py
 else:
-    def decode(data: bytes) -> object:
-        """Decode one msgpack-js value that must fill `data` exactly."""
-        try:
-            return _c.decode(data)
-        except ValueError as exc:
-            if len(exc.args) == 2:
-                raise DecodeError(*exc.args) from None
-            raise DecodeError("invalid", str(exc)) from None
+    _c.setup(DecodeError)  # it raises DecodeError(reason, detail) itself: no wrapper call per datagram
+    decode = _c.decode
 
 HAVE_C = _c is not None
