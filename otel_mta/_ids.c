@@ -6,6 +6,9 @@
  * this is a plain SHA-256 (FIPS 180-4) on the stack. tests/test_ids.py checks
  * it against hashlib and the shared test vectors.
  *
+ * root_span_id() and attempt_span_id(): the twins of ids.root_span_id_py and
+ * ids.attempt_span_id_py, one C call per id instead of a Python function.
+ *
  * normalize_message_id(): the twin of ids.normalize_message_id_py for ASCII
  * text (Message-IDs practically always are); other values go to the Python
  * function that ids.py registers with setup(). Every QUEUED entry normalises
@@ -67,6 +70,19 @@ static void sha256(const unsigned char *data, Py_ssize_t n, unsigned char out[32
     }
 }
 
+/* the bytes of digest(): SHA-256 of text's UTF-8, first `size` bytes, never all zero */
+static PyObject *digest_text(PyObject *text, Py_ssize_t size) {
+    Py_ssize_t n;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &n);  /* refuses lone surrogates, as str.encode does */
+    if (!utf8) return NULL;
+    unsigned char out[32];
+    sha256((const unsigned char *)utf8, n, out);
+    int zero = 1;
+    for (Py_ssize_t i = 0; i < size; i++) zero &= out[i] == 0;
+    if (zero) out[size - 1] = 1;  /* all-zero ids are invalid in OTLP */
+    return PyBytes_FromStringAndSize((const char *)out, size);
+}
+
 static PyObject *digest(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2 || !PyUnicode_Check(args[0])) {
         PyErr_SetString(PyExc_TypeError, "digest(text: str, size: int)");
@@ -78,21 +94,58 @@ static PyObject *digest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "digest: size must be 1..32");
         return NULL;
     }
-    Py_ssize_t n;
-    const char *utf8 = PyUnicode_AsUTF8AndSize(args[0], &n);  /* refuses lone surrogates, as str.encode does */
-    if (!utf8) return NULL;
-    unsigned char out[32];
-    sha256((const unsigned char *)utf8, n, out);
-    int zero = 1;
-    for (Py_ssize_t i = 0; i < size; i++) zero &= out[i] == 0;
-    if (zero) out[size - 1] = 1;  /* all-zero ids are invalid in OTLP */
-    return PyBytes_FromStringAndSize((const char *)out, size);
+    return digest_text(args[0], size);
+}
+
+/* " \t\r\n\f\v": what ids.WS trims */
+static int ws(Py_UCS4 c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
+/* queue_id.strip(ids.WS); new reference */
+static PyObject *strip_ws(PyObject *s) {
+    if (!PyUnicode_Check(s)) {
+        PyErr_SetString(PyExc_TypeError, "the queue id must be a str");
+        return NULL;
+    }
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    Py_ssize_t a = 0, b = PyUnicode_GET_LENGTH(s);
+    while (a < b && ws(PyUnicode_READ(kind, data, a))) a++;
+    while (b > a && ws(PyUnicode_READ(kind, data, b - 1))) b--;
+    return PyUnicode_Substring(s, a, b);
+}
+
+/* digest_text(text) of a new reference, released */
+static PyObject *digest_new(PyObject *text, Py_ssize_t size) {
+    if (!text) return NULL;
+    PyObject *out = digest_text(text, size);
+    Py_DECREF(text);
+    return out;
+}
+
+static PyObject *root_span_id(PyObject *self, PyObject *queue_id) {
+    PyObject *qid = strip_ws(queue_id);
+    if (!qid) return NULL;
+    PyObject *text = PyUnicode_FromFormat("root:%U", qid);
+    Py_DECREF(qid);
+    return digest_new(text, 8);
+}
+
+static PyObject *attempt_span_id(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 3 || nargs > 4) {
+        PyErr_SetString(PyExc_TypeError, "attempt_span_id(queue_id, seq, action, defcount=0)");
+        return NULL;
+    }
+    PyObject *count = nargs == 4 ? PyNumber_Long(args[3]) : PyLong_FromLong(0);  /* int(defcount) */
+    if (!count) return NULL;
+    PyObject *qid = strip_ws(args[0]);
+    if (!qid) { Py_DECREF(count); return NULL; }
+    PyObject *text = PyUnicode_FromFormat("attempt:%U:%S:%S:%S", qid, args[1], args[2], count);
+    Py_DECREF(qid);
+    Py_DECREF(count);
+    return digest_new(text, 8);
 }
 
 static PyObject *normalize_py;  /* ids.normalize_message_id_py, from setup() */
-
-/* " \t\r\n\f\v": what ids.WS trims */
-static int ws(Py_UCS1 c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
 
 static PyObject *normalize_message_id(PyObject *self, PyObject *value) {
     if (!PyUnicode_CheckExact(value) || !PyUnicode_IS_ASCII(value)) {
@@ -132,6 +185,9 @@ static PyObject *setup(PyObject *self, PyObject *fn) {
 }
 
 static PyMethodDef methods[] = {
+    {"root_span_id", root_span_id, METH_O, "root_span_id(queue_id) -> 8 bytes; see ids.root_span_id_py"},
+    {"attempt_span_id", (PyCFunction)(void (*)(void))attempt_span_id, METH_FASTCALL,
+     "attempt_span_id(queue_id, seq, action, defcount=0) -> 8 bytes; see ids.attempt_span_id_py"},
     {"normalize_message_id", normalize_message_id, METH_O,
      "normalize_message_id(value) -> str or None; see ids.normalize_message_id_py"},
     {"setup", setup, METH_O, "setup(normalize_message_id_py): the Python twin, for values that are not ASCII str"},

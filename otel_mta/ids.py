@@ -57,17 +57,6 @@ def _digest_py(text: str, size: int) -> bytes:
     return out
 
 
-try:  # the C twins (otel_mta/_ids.c): the same bytes without an OpenSSL object per id
-    from otel_mta import _ids
-except ImportError:  # pragma: no cover - exercised where no compiler exists
-    _digest = _digest_py
-    normalize_message_id = normalize_message_id_py
-else:
-    _digest = _ids.digest
-    _ids.setup(normalize_message_id_py)
-    normalize_message_id = _ids.normalize_message_id
-
-
 def trace_id_for(message_id: str | None, queue_id: str | None) -> bytes | None:
     key = trace_key(message_id, queue_id)
     return None if key is None else _digest(key, 16)
@@ -78,12 +67,12 @@ def trace_id_from_key(key: str) -> bytes:
     return _digest(key, 16)
 
 
-def root_span_id(queue_id: str) -> bytes:
+def root_span_id_py(queue_id: str) -> bytes:
     """The message's root span: one per ZoneMTA queue entry."""
     return _digest("root:" + queue_id.strip(WS), 8)
 
 
-def attempt_span_id(queue_id: str, seq: str, action: str, defcount: int = 0) -> bytes:
+def attempt_span_id_py(queue_id: str, seq: str, action: str, defcount: int = 0) -> bytes:
     """One delivery attempt of one recipient (seq) of a queued message.
 
     ACCEPTED and REJECTED happen once per (queue id, seq); DEFERRED happens once
@@ -95,3 +84,21 @@ def attempt_span_id(queue_id: str, seq: str, action: str, defcount: int = 0) -> 
 def phase_span_id(attempt: bytes, phase: str) -> bytes:
     """A child of an attempt span (connect, tls, smtp) reported by the plugin."""
     return _digest(f"phase:{attempt.hex()}:{phase}", 8)
+
+
+# The C twins (otel_mta/_ids.c): the same bytes without an OpenSSL object per
+# id, and without a Python call for the ids made per entry. The *_py functions
+# stay the reference (tests/test_ids.py holds the twins to them).
+try:
+    from otel_mta import _ids
+except ImportError:  # pragma: no cover - exercised where no compiler exists
+    _digest = _digest_py
+    normalize_message_id = normalize_message_id_py
+    root_span_id = root_span_id_py
+    attempt_span_id = attempt_span_id_py
+else:
+    _digest = _ids.digest
+    _ids.setup(normalize_message_id_py)
+    normalize_message_id = _ids.normalize_message_id
+    root_span_id = _ids.root_span_id
+    attempt_span_id = _ids.attempt_span_id

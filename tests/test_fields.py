@@ -173,3 +173,11 @@ def test_a_zonemta_queued_entry_reads_the_same_in_both():
     assert attrs["mta.client.address"] == "192.0.2.1" and "mta.subject" not in attrs
     _, (attrs, result) = queued_outcome(_fields.queued_fields, {"error": "550 <x@y.zz> no"}, "NOQUEUE", red)
     assert result == ("NOQUEUE q1: 550 <***@y.zz> no", None, None, 0)
+
+
+def test_pick_takes_the_named_keys_in_their_order_in_both():
+    d = {"b": 2, "a": 1, "c": None, "x": [1]}
+    for fn in (_fields.pick, fields.pick_py):
+        out = fn(d, ("a", "missing", "b", "x"))
+        assert list(out.items()) == [("a", 1), ("missing", None), ("b", 2), ("x", [1])]
+        assert out["x"] is d["x"] and fn({}, ()) == {}

@@ -141,3 +141,25 @@ def test_the_c_message_id_normalisation_is_the_python_one():
     assert sum(ids.normalize_message_id_py(r) not in (None, r) for r in raws) > 1000  # most change
     assert _ids.normalize_message_id(None) is None
     assert ids.normalize_message_id is _ids.normalize_message_id  # the pipeline uses the C twin
+
+
+def test_the_c_span_ids_are_the_python_ones():
+    import random
+
+    import pytest
+    _ids = pytest.importorskip("otel_mta._ids")
+    rnd = random.Random(9)
+    alphabet = "a1 \t\r\n\f\v\u00a0é😀:"
+    qids = [v["queue_id"] for v in VECTORS["root_span_ids"]] + ["", " ", "18c5f3d2a3e0001234"]
+    qids += ["".join(rnd.choice(alphabet) for _ in range(rnd.randrange(10))) for _ in range(1000)]
+    for qid in qids:
+        assert _ids.root_span_id(qid) == ids.root_span_id_py(qid), repr(qid)
+        seq, action = rnd.choice(["001", "", "é"]), rnd.choice(["ACCEPTED", "DEFERRED", "REJECTED"])
+        for defcount in (0, 3, 2.9, True):
+            assert _ids.attempt_span_id(qid, seq, action, defcount) == ids.attempt_span_id_py(qid, seq, action,
+                                                                                             defcount)
+        assert _ids.attempt_span_id(qid, seq, action) == ids.attempt_span_id_py(qid, seq, action)
+    for fn in (_ids.root_span_id, lambda q: _ids.attempt_span_id(q, "001", "ACCEPTED")):
+        with pytest.raises(TypeError):
+            fn(None)
+    assert ids.attempt_span_id is _ids.attempt_span_id and ids.root_span_id is _ids.root_span_id

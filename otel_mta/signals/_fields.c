@@ -604,6 +604,24 @@ done:
     return result;
 }
 
+/* fields.pick_py(d, keys): {k: d.get(k) for k in keys} */
+static PyObject *pick(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyDict_Check(args[0]) || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "pick(d: dict, keys: tuple)");
+        return NULL;
+    }
+    PyObject *out = PyDict_New();
+    if (!out) return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args[1]); i++) {
+        PyObject *k = PyTuple_GET_ITEM(args[1], i), *v = get(args[0], k);
+        if (!v || set(out, k, v) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
 static PyObject *setup(PyObject *self, PyObject *args) {
     PyObject *d, *s;
     if (!PyArg_ParseTuple(args, "OO:setup", &d, &s)) return NULL;
@@ -621,6 +639,7 @@ static PyMethodDef methods[] = {
      "delivery_fields(entry, attrs, action, outcome, ref, red) -> tuple; see signals/fields.py"},
     {"queued_fields", (PyCFunction)(void (*)(void))queued_fields, METH_FASTCALL,
      "queued_fields(entry, attrs, action, queue_id, red) -> tuple; see signals/fields.py"},
+    {"pick", (PyCFunction)(void (*)(void))pick, METH_FASTCALL, "pick(d, keys) -> {k: d.get(k) for k in keys}"},
     {"setup", setup, METH_VARARGS, "setup(domain_part, smtp_reply): the Python fallbacks for non-ASCII text"},
     {NULL, NULL, 0, NULL}};
 

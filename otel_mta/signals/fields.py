@@ -146,12 +146,19 @@ def queued_fields_py(entry: dict, attrs: dict, action: str, queue_id: str, red):
     return body, iface, size, recipients
 
 
+def pick_py(d: dict, keys: tuple) -> dict:
+    """{k: d.get(k) for k in keys}: the attributes a message's root span keeps."""
+    return dict(zip(keys, map(d.get, keys)))
+
+
 try:  # the C twin (signals/_fields.c)
     from otel_mta.signals import _fields
 except ImportError:  # pragma: no cover - exercised where no compiler exists
     delivery_fields = delivery_fields_py
     queued_fields = queued_fields_py
+    pick = pick_py
 else:
     _fields.setup(privacy.domain_part, smtp_reply)
     delivery_fields = _fields.delivery_fields
     queued_fields = _fields.queued_fields
+    pick = _fields.pick

@@ -63,11 +63,6 @@ def _ref(event: MailEvent) -> str:
     return f"{event.queue_id}.{event.seq}" if event.seq else event.queue_id
 
 
-def _ms_to_ns(ms) -> int:
-    # ms values may arrive as float64; ms * 1e6 would lose the last digits of a timestamp
-    return int(round(ms * 1000)) * 1000
-
-
 class _Attempt:
     """A delivery attempt span, encoded but for its start time."""
 
@@ -270,7 +265,9 @@ class MailSignals:
         # neither is a wall-clock time, and both are false/undefined when the
         # attempt failed before sending.
         end_ns = event.observed_ns
-        start_ns = end_ns - int(round(timer * 1000)) * 1000 if timer is not None else end_ns  # _ms_to_ns(), inline
+        # ms to ns through whole us: ms values may arrive as float64, and ms * 1e6
+        # would lose the last digits of a timestamp
+        start_ns = end_ns - int(round(timer * 1000)) * 1000 if timer is not None else end_ns
         # metrics
         attempts, key = self._n_attempts, (zone, outcome, ip, category, self.top_domain(dom))
         attempts[key] = attempts.get(key, 0) + 1
@@ -284,7 +281,7 @@ class MailSignals:
             rejected = action == "REJECTED"
             events = None
             if first_byte is not None and timer is not None:
-                events = [(start_ns + _ms_to_ns(first_byte), "message data started", {})]
+                events = [(start_ns + int(round(first_byte * 1000)) * 1000, "message data started", {})]
             parent_id = self.corr.root_span_id(qid)
             status, status_msg = (T.STATUS_ERROR, response) if rejected else (0, None)
             if not (self._phases_until or self._early or event.phases):  # no plugin: nothing waits

@@ -14,6 +14,7 @@ from collections import OrderedDict
 
 from otel_mta import ids
 from otel_mta.signals import traces as T
+from otel_mta.signals.fields import pick
 
 _STATE = {s: {"mta.message.state": s} for s in ("delivered", "partially_delivered", "bounced", "dropped", "queued")}
 # the message's state when its only recipient had this outcome (what final() works out for many)
@@ -56,7 +57,7 @@ class MessageTracker:
         if len(self._open) >= self.capacity:
             oldest = next(iter(self._open))
             self._end(oldest, self._open[oldest].start_ns, "queued")
-        root_attrs = dict(zip(_ROOT_ATTRS, map(attrs.get, _ROOT_ATTRS)))  # None values are not encoded
+        root_attrs = pick(attrs, _ROOT_ATTRS)  # None values are not encoded
         self._open[queue_id] = _Root(trace_id, span_id or ids.root_span_id(queue_id), start_ns,
                                      start_ns + self.max_hold_ns, max(recipients, 1), root_attrs)
 

@@ -47,16 +47,15 @@ class RemoteLogSource(Source):
         self.ready = True
 
     def handle_datagram(self, data: bytes, peer=None) -> None:
-        p = self.pipeline
         try:
             entry = decode(data)
         except DecodeError as err:
-            p.refused(self.name, self.transport, err.reason)
+            self.pipeline.refused(self.name, self.transport, err.reason)
             self._say(logging.DEBUG, err.reason, "refused a %d-byte remote-log datagram from %s: %s",
                       len(data), peer[0] if peer else "?", err)
             return
         except Exception:  # a decoder bug (or MemoryError) must not cost the rest of the burst
-            p.refused(self.name, self.transport, "internal_error")
+            self.pipeline.refused(self.name, self.transport, "internal_error")
             self._say(logging.ERROR, "internal_error", "could not decode a %d-byte remote-log datagram "
                       "(please report this)", len(data), exc_info=True)
             return
@@ -64,7 +63,7 @@ class RemoteLogSource(Source):
         if type(entry) is dict:
             action, qid = entry.get("action"), entry.get("id")
         if type(action) is not str or not action or qid is None:
-            p.refused(self.name, self.transport, "not_an_entry")
+            self.pipeline.refused(self.name, self.transport, "not_an_entry")
             self._say(logging.DEBUG, "not_an_entry", "refused a remote-log datagram that is not an entry "
                       "with id and action from %s", peer[0] if peer else "?")
             return
@@ -73,7 +72,7 @@ class RemoteLogSource(Source):
         try:
             self._handle_event(event)
         except Exception:  # a mapping bug must not take the listener down
-            p.refused(self.name, self.transport, "internal_error")
+            self.pipeline.refused(self.name, self.transport, "internal_error")
             self._say(logging.ERROR, "internal_error", "could not map a %s entry (please report this)", action,
                       exc_info=True)
             return
