@@ -91,10 +91,8 @@ def stages(datagrams: list[bytes]) -> tuple[list, float]:
         "decode (C)": rec.wrap(sys.modules["otel_mta.sources.remote_log"], "decode", "decode (C)"),
         "delivery attributes + log line (C)": rec.wrap(sys.modules["otel_mta.signals.mail"], "delivery_fields",
                                                        "delivery attributes + log line (C)"),
-        "privacy: address": rec.wrap(p.redactor, "address", "privacy: address"),
-        "privacy: address list": rec.wrap(p.redactor, "address_list", "privacy: address list"),
-        "privacy: value": rec.wrap(p.redactor, "value", "privacy: value"),
-        "privacy: text": rec.wrap(p.redactor, "text", "privacy: text"),
+        "queue attributes + log line (C)": rec.wrap(sys.modules["otel_mta.signals.mail"], "queued_fields",
+                                                    "queue attributes + log line (C)"),
         "attempt span id (sha256)": rec.wrap(ids, "attempt_span_id", "attempt span id (sha256)"),
         "histograms": rec.wrap(p.mail.m_duration, "record", "histograms"),
         "top-N domain": rec.wrap(p.mail, "top_domain", "top-N domain"),
@@ -125,6 +123,8 @@ def stages(datagrams: list[bytes]) -> tuple[list, float]:
     for module, name, label in ((sys.modules["otel_mta.sources.remote_log"], "decode", "decode (C)"),
                                 (sys.modules["otel_mta.signals.mail"], "delivery_fields",
                                  "delivery attributes + log line (C)"),
+                                (sys.modules["otel_mta.signals.mail"], "queued_fields",
+                                 "queue attributes + log line (C)"),
                                 (ids, "attempt_span_id", "attempt span id (sha256)"),
                                 (L, "encode_log", "log record + attributes (C)"),
                                 (T, "encode_span", "span + attributes (C)")):
@@ -135,9 +135,7 @@ def stages(datagrams: list[bytes]) -> tuple[list, float]:
     rows = []
     for label, fn in originals.items():
         calls = rec.calls.get(label, [])
-        if label in ("privacy: address", "privacy: address list", "privacy: value"):
-            calls = [((a[0], a[1], a[2], {}), k) for a, k in calls]  # a fresh dict to write into
-        elif label == "batching":
+        if label == "batching":
             from otel_mta.signals.batch import Batcher
             b = Batcher("logs", lambda *a: None, 10**9)
             fn = b.add
@@ -167,6 +165,7 @@ def stages(datagrams: list[bytes]) -> tuple[list, float]:
     twins = [("  decode, Python twin", msgpack_js.decode_py, rec.calls["decode (C)"]),
              ("  delivery attributes, Python twin", fields.delivery_fields_py,
               rec.calls["delivery attributes + log line (C)"]),
+             ("  queue attributes, Python twin", fields.queued_fields_py, rec.calls["queue attributes + log line (C)"]),
              ("  log record, Python twin", L.encode_log_py, rec.calls["log record + attributes (C)"]),
              ("  span, Python twin", T.encode_span_py, rec.calls["span + attributes (C)"])]
     twin_rows = [(label, len(calls) / n, best(fn, calls, 2) / n) for label, fn, calls in twins]
