@@ -153,7 +153,8 @@ class MetricsSettings(_Model):
 
 class RemoteLogSettings(_Model):
     endpoint: Endpoint = ("0.0.0.0", 31239)
-    receive_buffer: Size = 4 << 20
+    receive_buffer: Size = 4 << 20     # UDP socket buffer (kernel caps it at rmem_max)
+    queue_size: Size = 16 << 20        # datagrams read but not yet mapped (sources/udp.py); 0: no reading thread
 
 
 class GelfSettings(_Model):
@@ -161,6 +162,7 @@ class GelfSettings(_Model):
     endpoint: Endpoint = ("0.0.0.0", 12201)              # UDP and TCP on the same port
     http_endpoint: Endpoint = None                        # GELF over HTTP (POST /gelf), off by default
     receive_buffer: Size = 4 << 20                        # UDP socket buffer (kernel caps it at rmem_max)
+    queue_size: Size = 16 << 20                           # UDP datagrams read but not yet mapped (sources/udp.py)
     max_message_size: Size = 1 << 20                      # decompressed / TCP frame / HTTP body cap
     max_fields: Annotated[int, Field(ge=8)] = 256         # fields per message
     max_depth: Annotated[int, Field(ge=1)] = 8            # nesting of object/array field values

@@ -1,5 +1,6 @@
-"""The remote-log socket: every waiting datagram is read, with its sender, both
-by recvmmsg (sources/_udp.c) and by the recvfrom_into fallback."""
+"""The remote-log socket: every waiting datagram is read, with its sender, by
+the reading thread (sources/_udp.c Reader), by recvmmsg on the event loop, and
+by the recvfrom_into fallback; what the thread's queue cannot hold is counted."""
 from __future__ import annotations
 
 import asyncio
@@ -12,11 +13,12 @@ from otel_mta.sources import remote_log, udp
 from tests.otlp_receiver import REQUEST
 
 
-@pytest.fixture(params=["recvmmsg", "recvfrom_into"])
+@pytest.fixture(params=["thread", "recvmmsg", "recvfrom_into"])
 def reader(request, monkeypatch):
-    if request.param == "recvmmsg":
-        assert udp.recv_many is not None  # CI builds it
-    else:
+    assert udp.Reader is not None and udp.recv_many is not None  # CI builds them
+    if request.param != "thread":
+        monkeypatch.setattr(udp, "Reader", None)
+    if request.param == "recvfrom_into":
         monkeypatch.setattr(udp, "recv_many", None)
     return request.param
 
@@ -43,10 +45,57 @@ async def test_every_waiting_datagram_is_read_with_its_sender(capture, js_encode
                 break
             await asyncio.sleep(0.01)
         assert seen == sent  # all of them, in order, whole (60 kB ones too), each with its sender
+        assert (source.udp.reader is not None) == (reader == "thread")
     finally:
         for s in senders:
             s.close()
         await source.stop()
+
+
+async def test_what_the_queue_cannot_hold_is_counted_and_the_rest_is_read(capture, js_encode, monkeypatch):
+    """The event loop is busy (here: sending) while the thread reads: a queue of
+    one block holds ~250 of these datagrams, the rest are counted as queue_full
+    (or by the kernel), none silently; then the receiver goes on."""
+    make, _ = capture
+    source = remote_log.RemoteLogSource(make(), RemoteLogSettings(endpoint="127.0.0.1:0", queue_size="256KiB"))
+    seen = []
+    monkeypatch.setattr(source.udp, "handle", lambda data, peer=None: seen.append(data))
+    await source.start()
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for i in range(3000):  # the loop does not run meanwhile: only the thread reads
+            sender.sendto(b"%05d" % i + b"." * 1000, ("127.0.0.1", source.port))
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            drops = dict(source.udp.new_drops()) if len(seen) > 200 else {}
+            if drops:
+                break
+        assert 200 < len(seen) < 3000 and drops.get("queue_full", 0) > 0
+        assert len(seen) + sum(drops.values()) == 3000
+        assert [int(d[:5]) for d in seen] == sorted(int(d[:5]) for d in seen)  # in order
+        sender.sendto(b"after", ("127.0.0.1", source.port))
+        for _ in range(100):
+            if seen[-1] == b"after":
+                break
+            await asyncio.sleep(0.01)
+        assert seen[-1] == b"after"
+    finally:
+        sender.close()
+        await source.stop()
+
+
+async def test_stopping_reads_what_the_thread_queued_and_the_socket_holds(capture, monkeypatch):
+    make, _ = capture
+    source = remote_log.RemoteLogSource(make(), RemoteLogSettings(endpoint="127.0.0.1:0"))
+    seen = []
+    monkeypatch.setattr(source.udp, "handle", lambda data, peer=None: seen.append(data))
+    await source.start()
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(2000):
+        sender.sendto(b"%d" % i, ("127.0.0.1", source.port))
+    sender.close()
+    await source.stop()  # at once: some are queued, some may still be in the kernel's buffer
+    assert seen == [b"%d" % i for i in range(2000)]
 
 
 def test_a_mapping_bug_is_refused_counted_and_logged_once_per_interval(capture, js_encode, monkeypatch, caplog):

@@ -27,10 +27,10 @@ class RemoteLogSource(Source):
         self.host, self.port = settings.endpoint
         self._say = RateLimitedLog(log)
         self.udp = UdpListener(self.host, self.port, settings.receive_buffer, self.handle_datagram, self._say,
-                               "remote log", after_burst=self._count_accepted)
+                               "remote log", after_burst=self._count_accepted, queue_size=settings.queue_size)
         self._accepted = 0  # added to the metric once per burst, not per entry (an add costs ~0.4 us)
         self._handle_event = pipeline.mail.handle
-        pipeline.metrics.before_collect(self._count_kernel_drops)
+        pipeline.metrics.before_collect(self._count_drops)
         pipeline.metrics.before_collect(self._count_accepted)
 
     @property
@@ -83,16 +83,15 @@ class RemoteLogSource(Source):
             self.pipeline.accepted(self.name, self.transport, self._accepted)
             self._accepted = 0
 
-    def _count_kernel_drops(self) -> None:
-        new = self.udp.new_kernel_drops()
-        if new:
-            self.pipeline.dropped(self.name, self.transport, "kernel_overflow", new)
+    def _count_drops(self) -> None:
+        for reason, n in self.udp.new_drops():
+            self.pipeline.dropped(self.name, self.transport, reason, n)
 
     async def stop(self) -> None:
         if self.udp.sock is None:
             return
         self.udp.stop()
-        self._count_kernel_drops()
+        self._count_drops()
         self._count_accepted()
         self.ready = False
 

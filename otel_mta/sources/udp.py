@@ -1,11 +1,17 @@
 """Reading a UDP socket fast, for the remote-log and GELF receivers.
 
-The socket is read with `add_reader` and non-blocking reads until it runs dry
-or a burst is done: asyncio's DatagramProtocol maps a 256 KiB buffer per
-datagram and loses most of a burst (../PERF-FACTS). The reads use recvmmsg(2),
-32 datagrams per system call (sources/_udp.c), or recvfrom_into where that is
-not built. UDP cannot push back, so the kernel's drop counter for the socket
-(/proc/net/udp) is read for self-telemetry.
+UDP cannot push back: whatever the kernel's receive buffer (capped by
+net.core.rmem_max, often 4 MiB: ~130 ms of remote-log entries at 50,000/s)
+cannot hold while the interpreter is busy is lost. So a thread in C
+(sources/_udp.c, Reader) reads the socket with recvmmsg(2), 32 datagrams per
+system call and without the GIL, into a queue bounded by `queue_size`
+(default 16 MiB, ~0.8 s at that rate; memory is taken as the queue grows and
+given back after), and wakes the event loop through an eventfd. The loop
+takes the datagrams in bursts. What does not fit is counted, never waited
+for: the kernel's drop counter for the socket (/proc/net/udp) and the
+queue's overflow are both self-telemetry. Where the C module is not built,
+the loop reads the socket itself (recvfrom_into); asyncio's DatagramProtocol
+maps a 256 KiB buffer per datagram and loses most of a burst (../PERF-FACTS).
 """
 from __future__ import annotations
 
@@ -14,10 +20,10 @@ import logging
 import os
 import socket
 
-try:  # recvmmsg, which Python's socket module lacks (sources/_udp.c)
-    from otel_mta.sources._udp import recv_many
+try:  # recvmmsg, which Python's socket module lacks, and the reading thread (sources/_udp.c)
+    from otel_mta.sources._udp import Reader, recv_many
 except ImportError:  # pragma: no cover - exercised where no compiler exists
-    recv_many = None
+    Reader = recv_many = None
 
 MAX_DATAGRAM = 65535
 BURST = 64  # datagrams per wake-up: timers, other sources and export answers run in between
@@ -58,11 +64,19 @@ class UdpListener:
     """A bound socket whose datagrams go to `handle(data, peer)` on the loop.
 
     `after_burst()` runs after each wake-up's datagrams (receivers tally there
-    what they counted per datagram); `say` is a RateLimitedLog.
+    what they counted per datagram); `say` is a RateLimitedLog. `queue_size`
+    bounds the reading thread's queue in bytes (0: no thread, the loop reads
+    the socket).
     """
 
-    def __init__(self, host: str, port: int, rcvbuf: int, handle, say, what: str, after_burst=None):
+    def __init__(self, host: str, port: int, rcvbuf: int, handle, say, what: str, after_burst=None,
+                 queue_size: int = 16 << 20):
         self.host, self.port, self.rcvbuf = host, port, rcvbuf
+        self.queue_size = queue_size
+        self.reader = None      # the reading thread's queue, when there is one
+        self._fd = -1           # what the loop watches: the queue's eventfd, or the socket
+        self._overflow_seen = 0
+        self._unreported: list = []  # drops counted as the socket closed
         self.handle = handle
         self.say = say
         self.what = what
@@ -79,7 +93,10 @@ class UdpListener:
         self.sock = bind_udp(self.host, self.port, self.rcvbuf)
         self._draining = False
         self.port = self.sock.getsockname()[1]
-        asyncio.get_running_loop().add_reader(self.sock.fileno(), self.on_readable)
+        self.reader = Reader(self.sock.fileno(), self.queue_size) if Reader is not None and self.queue_size else None
+        self._overflow_seen = 0
+        self._fd = self.reader.fileno() if self.reader is not None else self.sock.fileno()
+        asyncio.get_running_loop().add_reader(self._fd, self.on_readable)
 
     def on_readable(self) -> None:
         handle = self.handle
@@ -95,16 +112,18 @@ class UdpListener:
             # (bench/remote_log.py at 20,000/s: 40 us vs 20 us an entry), so
             # stop watching the socket for a moment. The kernel buffers meanwhile.
             loop = asyncio.get_running_loop()
-            loop.remove_reader(self.sock.fileno())
+            loop.remove_reader(self._fd)
             self._paused = loop.call_later(COALESCE_S, self._resume)
 
     def _resume(self) -> None:
         self._paused = None
         if self.sock is not None:
-            asyncio.get_running_loop().add_reader(self.sock.fileno(), self.on_readable)
+            asyncio.get_running_loop().add_reader(self._fd, self.on_readable)
 
     def read(self, limit: int) -> list:
         """Up to `limit` waiting datagrams as (data, (host, port))."""
+        if self._fd != self.sock.fileno():
+            return self.reader.take(limit)
         out = []
         try:
             if recv_many is not None:
@@ -120,31 +139,51 @@ class UdpListener:
             self.say(logging.DEBUG, "recv", "%s socket error: %s", self.what, err)
         return out
 
-    def new_kernel_drops(self) -> int:
-        """Kernel drops since the last call."""
-        if self.sock is None:
-            return 0
-        drops = kernel_drops(self.sock)
-        if drops is None or drops <= self._drops_seen:
-            return 0
-        new, self._drops_seen = drops - self._drops_seen, drops
-        return new
+    def new_drops(self) -> list[tuple[str, int]]:
+        """Datagrams lost since the last call, by reason: `kernel_overflow`
+        (the socket's buffer was full) and `queue_full` (the reading thread's
+        queue was)."""
+        out, self._unreported = self._unreported, []
+        if self.reader is not None:
+            _, overflow, _, error = self.reader.stats()
+            if overflow > self._overflow_seen:
+                out.append(("queue_full", overflow - self._overflow_seen))
+                self._overflow_seen = overflow
+            if error:
+                self.say(logging.DEBUG, "recv", "%s socket error: %s", self.what, os.strerror(error))
+        if self.sock is not None:
+            drops = kernel_drops(self.sock)
+            if drops is not None and drops > self._drops_seen:
+                out.append(("kernel_overflow", drops - self._drops_seen))
+                self._drops_seen = drops
+        return out
 
     def stop(self) -> None:
-        """Stop listening; what the kernel already holds was sent to us, so it
-        is read first (a full receive buffer is some thousands of datagrams; the
-        bound only guards against a sender that keeps it full)."""
+        """Stop listening; what the thread queued and what the kernel already
+        holds were sent to us, so they are read first (a full receive buffer is
+        some thousands of datagrams; the bound only guards against a sender
+        that keeps it full). Drops counted until then stay for new_drops()."""
         if self.sock is None:
             return
-        asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        asyncio.get_running_loop().remove_reader(self._fd)
         if self._paused is not None:
             self._paused.cancel()
             self._paused = None
         self._draining = True  # read to the end, no pauses
-        for _ in range(65536 // BURST):
-            before = self.received
-            self.on_readable()
-            if self.received == before:
-                break
+        if self.reader is not None:
+            self.reader.stop()
+            self._drain(None)              # what the thread queued: finite, now that it has stopped
+            self._fd = self.sock.fileno()  # then what came after it stopped
+        self._drain(65536 // BURST)
+        self._unreported = self.new_drops()
         self.sock.close()
         self.sock = None
+
+    def _drain(self, max_bursts: int | None) -> None:
+        n = 0
+        while max_bursts is None or n < max_bursts:
+            before = self.received
+            self.on_readable()
+            n += 1
+            if self.received == before:
+                break

@@ -42,13 +42,14 @@ class GelfSource(Source):
         self.mapper = GelfMapper(pipeline, s)
         self.chunks = Reassembler(s.chunk_timeout, s.max_chunk_sets, s.max_chunk_bytes,
                                   on_drop=lambda reason, n=1: pipeline.dropped(NAME, "udp", reason, n))
-        self.udp = UdpListener(self.host, self.port, s.receive_buffer, self.handle_datagram, self._say, "GELF UDP")
+        self.udp = UdpListener(self.host, self.port, s.receive_buffer, self.handle_datagram, self._say, "GELF UDP",
+                               queue_size=s.queue_size)
         self.tcp = None
         self.http = None
         self._timer = None
         self._emit = pipeline.emit_log_line
         self._counts = {"udp": 0, "tcp": 0, "http": 0}   # accepted, added to the metric before export
-        pipeline.metrics.before_collect(self._count_kernel_drops)
+        pipeline.metrics.before_collect(self._count_drops)
         pipeline.metrics.before_collect(self.flush_counts)
 
     @property
@@ -105,7 +106,7 @@ class GelfSource(Source):
         if self.http is not None:
             await self.http.stop()
         self.chunks.clear()
-        self._count_kernel_drops()
+        self._count_drops()
         self.flush_counts()
         self.ready = False
 
@@ -208,7 +209,6 @@ class GelfSource(Source):
     def _refuse_tcp(self, reason: str) -> None:
         self.pipeline.refused(NAME, "tcp", reason)
 
-    def _count_kernel_drops(self) -> None:
-        new = self.udp.new_kernel_drops()
-        if new:
-            self.pipeline.dropped(NAME, "udp", "kernel_overflow", new)
+    def _count_drops(self) -> None:
+        for reason, n in self.udp.new_drops():
+            self.pipeline.dropped(NAME, "udp", reason, n)
