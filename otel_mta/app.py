@@ -15,7 +15,6 @@ from otel_mta.config import Settings
 from otel_mta.export.factory import build_exporter
 from otel_mta.export.senders import FileSink
 from otel_mta.health import HealthServer
-from otel_mta.memory import keep_request_buffers
 from otel_mta.pipeline import Pipeline
 from otel_mta.sources import enabled_sources, mail_channels
 
@@ -40,7 +39,6 @@ class App:
 
     # -- lifecycle -------------------------------------------------------------
     async def run(self) -> int:
-        keep_request_buffers()
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
