@@ -181,3 +181,25 @@ def test_pick_takes_the_named_keys_in_their_order_in_both():
         out = fn(d, ("a", "missing", "b", "x"))
         assert list(out.items()) == [("a", 1), ("missing", None), ("b", 2), ("x", [1])]
         assert out["x"] is d["x"] and fn({}, ()) == {}
+
+
+def test_addresses_in_ascii_text_are_masked_as_the_regex_masks_them():
+    """The C twin of Redactor.text's regex (privacy.ADDRESS_IN_TEXT): ZoneMTA's
+    replies and errors, and random text built from address-like pieces."""
+    from otel_mta.privacy import ADDRESS_IN_TEXT
+    rnd = random.Random(3)
+    local = ["a", "Bob.Smith", "x+y", "a@b", "<a", '"q"', "", "-", "1", "a.b-c"]
+    domain = ["example.com", "b.c", "b.cd", "b.cd.e", "x-y.ORG", "b." + "c" * 63, "b." + "c" * 64, "1.23", "a..bc",
+              "-.de", ".de", "b.c1d", "b.cd-", ""]
+    sep = [" ", ", ", "<", ">", ": ", "(", ")", "[", "]", ";", "\t", "'", '"', "", ".", "@", "\x1c", "x"]
+    texts = [r for r in RESPONSES if r.isascii()]
+    texts += ["".join(rnd.choice(sep) + rnd.choice(local) + rnd.choice(["@", "@", "@@", ""]) + rnd.choice(domain)
+                      for _ in range(rnd.randrange(4))) for _ in range(20000)]
+    changed = 0
+    for text in texts:
+        want = ADDRESS_IN_TEXT.sub(r"***@\1", text)
+        assert _fields.mask_addresses(text) == want, repr(text)
+        changed += want != text
+    assert changed > 5000  # most of them hold an address
+    with pytest.raises(ValueError):
+        _fields.mask_addresses("é@exämple.com")  # other text is the regex's (Redactor.text)

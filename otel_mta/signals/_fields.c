@@ -238,14 +238,83 @@ static int read_policy(PyObject *red, policy_t *p, const char *caller) {
     return 0;
 }
 
-/* Redactor.text(v): addresses in free text masked (the regex stays in Python); new reference */
+/* privacy.ADDRESS_IN_TEXT on ASCII text: [^\s<>"'(),;:\[\]]+@([A-Za-z0-9.-]+\.[A-Za-z]{2,63}) */
+static int local_char(unsigned char c) {
+    return !(ascii_space(c) || c == '<' || c == '>' || c == '"' || c == '\'' || c == '(' || c == ')' || c == ',' ||
+             c == ';' || c == ':' || c == '[' || c == ']');
+}
+static int ascii_alpha(unsigned char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+static int domain_char(unsigned char c) { return ascii_alpha(c) || ascii_digit(c) || c == '.' || c == '-'; }
+
+/* Where the domain group matched from d ends, or -1: the regex's backtracking,
+ * which takes the last '.' of the run that 2 to 63 letters follow, and as many
+ * of those letters as it can. */
+static Py_ssize_t domain_end(const unsigned char *s, Py_ssize_t n, Py_ssize_t d) {
+    Py_ssize_t e = d;
+    while (e < n && domain_char(s[e])) e++;
+    for (Py_ssize_t m = e - 1; m > d; m--) {
+        if (s[m] != '.') continue;
+        Py_ssize_t c = 0;
+        while (m + 1 + c < n && c < 63 && ascii_alpha(s[m + 1 + c])) c++;
+        if (c >= 2) return m + 1 + c;
+    }
+    return -1;
+}
+
+/* ADDRESS_IN_TEXT.sub(r"***@\1", text) for ASCII text; new reference. A match
+ * starts where a run of local-part characters starts, at its last '@' that a
+ * domain follows (the local part is greedy and may hold '@'); a run with none
+ * cannot match from any later start either, so the scan skips it whole. */
+static PyObject *mask_ascii(PyObject *text) {
+    const unsigned char *s = PyUnicode_1BYTE_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), i = 0, o = 0;
+    unsigned char *out = PyMem_Malloc((size_t)(2 * n + 4));  /* "a@" becomes "***@": at most twice as long */
+    if (!out) return PyErr_NoMemory();
+    int changed = 0;
+    while (i < n) {
+        if (!local_char(s[i])) {
+            out[o++] = s[i++];
+            continue;
+        }
+        Py_ssize_t j = i, k, end = -1;
+        while (j < n && local_char(s[j])) j++;
+        for (k = j - 1; k > i; k--)
+            if (s[k] == '@' && (end = domain_end(s, n, k + 1)) >= 0) break;
+        if (end < 0) {
+            memcpy(out + o, s + i, (size_t)(j - i));
+            o += j - i;
+            i = j;
+            continue;
+        }
+        memcpy(out + o, "***@", 4);
+        memcpy(out + o + 4, s + k + 1, (size_t)(end - k - 1));
+        o += 4 + end - k - 1;
+        i = end;
+        changed = 1;
+    }
+    PyObject *result = changed ? PyUnicode_FromStringAndSize((const char *)out, o) : Py_NewRef(text);
+    PyMem_Free(out);
+    return result;
+}
+
+/* Redactor.text(v): addresses in free text masked; ASCII here, other text by the regex in Python;
+ * new reference */
 static PyObject *masked_text(PyObject *v, const policy_t *p) {
     if (p->mask && PyUnicode_CheckExact(v)) {
         Py_ssize_t at = PyUnicode_FindChar(v, '@', 0, PyUnicode_GET_LENGTH(v), 1);
         if (at == -2) return NULL;
-        if (at >= 0) return PyObject_CallOneArg(p->text_fn, v);
+        if (at >= 0) return PyUnicode_IS_ASCII(v) ? mask_ascii(v) : PyObject_CallOneArg(p->text_fn, v);
     }
     return Py_NewRef(v);
+}
+
+/* mask_addresses(text): mask_ascii() for tests/test_fields.py (ASCII text only) */
+static PyObject *mask_addresses(PyObject *self, PyObject *text) {
+    if (!PyUnicode_CheckExact(text) || !PyUnicode_IS_ASCII(text)) {
+        PyErr_SetString(PyExc_ValueError, "mask_addresses() takes ASCII text");
+        return NULL;
+    }
+    return mask_ascii(text);
 }
 
 /* [a.strip() for a in value.split(",") if a.strip()]; new reference */
@@ -639,6 +708,7 @@ static PyMethodDef methods[] = {
      "delivery_fields(entry, attrs, action, outcome, ref, red) -> tuple; see signals/fields.py"},
     {"queued_fields", (PyCFunction)(void (*)(void))queued_fields, METH_FASTCALL,
      "queued_fields(entry, attrs, action, queue_id, red) -> tuple; see signals/fields.py"},
+    {"mask_addresses", mask_addresses, METH_O, "privacy.ADDRESS_IN_TEXT.sub(r'***@\\1', text), ASCII text"},
     {"pick", (PyCFunction)(void (*)(void))pick, METH_FASTCALL, "pick(d, keys) -> {k: d.get(k) for k in keys}"},
     {"setup", setup, METH_VARARGS, "setup(domain_part, smtp_reply): the Python fallbacks for non-ASCII text"},
     {NULL, NULL, 0, NULL}};
