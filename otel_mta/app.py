@@ -15,6 +15,7 @@ from otel_mta.config import Settings
 from otel_mta.export.factory import build_exporter
 from otel_mta.export.senders import FileSink
 from otel_mta.health import HealthServer
+from otel_mta.memory import RequestBuffers
 from otel_mta.pipeline import Pipeline
 from otel_mta.sources import enabled_sources, mail_channels
 
@@ -35,6 +36,8 @@ class App:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._process = psutil.Process()
+        self._buffers = RequestBuffers()
+        self._exported = (time.monotonic(), 0)
         self.pipeline.metrics.before_collect(self._self_metrics)
 
     # -- lifecycle -------------------------------------------------------------
@@ -64,6 +67,7 @@ class App:
             asyncio.create_task(self._every(0.25, self.pipeline.mail.tick)),
             asyncio.create_task(self._every(s.metrics.interval, self.export_metrics)),
             asyncio.create_task(self._every(60.0, self._status_line)),
+            asyncio.create_task(self._every(1.0, self._tune_memory)),
         ]
         await self._stop.wait()
         log.info("stopping: no longer receiving, flushing")
@@ -113,6 +117,13 @@ class App:
         if collected:
             payload, points = collected
             self.exporter.submit("metrics", payload, points)
+
+    def _tune_memory(self) -> None:
+        sent = self.exporter.stats.sent
+        now, total = time.monotonic(), sent["logs"] + sent["traces"]
+        then, before = self._exported
+        self._exported = (now, total)
+        self._buffers.update((total - before) / max(now - then, 1e-3))
 
     # -- self-telemetry and status -----------------------------------------------
     def _self_metrics(self) -> None:
