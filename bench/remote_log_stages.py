@@ -175,7 +175,8 @@ def stages(datagrams: list[bytes]) -> tuple[list, float]:
 def receive_cost(datagrams: list[bytes]) -> list:
     from otel_mta.sources import udp
     out = []
-    for label, reader in (("receive: recvmmsg (C)", udp.recv_many), ("  receive, recvfrom_into", None)):
+    for label, reader in (("receive: recvmmsg (C; on the reading thread)", udp.recv_many),
+                          ("  receive, recvfrom_into", None)):
         r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         r.bind(("127.0.0.1", 0))
