@@ -72,29 +72,38 @@ static PyObject *peer_of(const struct sockaddr_storage *sa, socklen_t len) {
     return peer;
 }
 
+/* One recvmmsg(2) of up to `want` datagrams, each into its SLOT of `slots`, without blocking. */
+typedef struct {
+    struct mmsghdr msgs[VLEN];
+    struct iovec iov[VLEN];
+    struct sockaddr_storage addrs[VLEN];
+} batch;
+
+static int read_batch(int fd, char *slots, batch *b, int want) {
+    memset(b->msgs, 0, sizeof(struct mmsghdr) * want);
+    for (int i = 0; i < want; i++) {
+        b->iov[i].iov_base = slots + (size_t)i * SLOT;
+        b->iov[i].iov_len = SLOT;
+        b->msgs[i].msg_hdr.msg_iov = &b->iov[i];
+        b->msgs[i].msg_hdr.msg_iovlen = 1;
+        b->msgs[i].msg_hdr.msg_name = &b->addrs[i];
+        b->msgs[i].msg_hdr.msg_namelen = sizeof b->addrs[i];
+    }
+    return recvmmsg(fd, b->msgs, want, MSG_DONTWAIT, NULL);
+}
+
 static PyObject *recv_many(PyObject *self, PyObject *args) {
     int fd;
     Py_ssize_t max;
     if (!PyArg_ParseTuple(args, "in", &fd, &max)) return NULL;
     if (!slots && !(slots = PyMem_Malloc((size_t)VLEN * SLOT))) return PyErr_NoMemory();
-    struct mmsghdr msgs[VLEN];
-    struct iovec iov[VLEN];
-    struct sockaddr_storage addrs[VLEN];
+    batch b;
     PyObject *out = PyList_New(0);
     if (!out) return NULL;
     while (PyList_GET_SIZE(out) < max) {
         Py_ssize_t left = max - PyList_GET_SIZE(out);
         int want = left < VLEN ? (int)left : VLEN;
-        memset(msgs, 0, sizeof(struct mmsghdr) * want);
-        for (int i = 0; i < want; i++) {
-            iov[i].iov_base = slots + (size_t)i * SLOT;
-            iov[i].iov_len = SLOT;
-            msgs[i].msg_hdr.msg_iov = &iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-            msgs[i].msg_hdr.msg_name = &addrs[i];
-            msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
-        }
-        int n = recvmmsg(fd, msgs, want, MSG_DONTWAIT, NULL);
+        int n = read_batch(fd, slots, &b, want);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
             if (PyList_GET_SIZE(out)) break;  /* hand over what was read; the error repeats next time */
@@ -102,9 +111,9 @@ static PyObject *recv_many(PyObject *self, PyObject *args) {
             return PyErr_SetFromErrno(PyExc_OSError);
         }
         for (int i = 0; i < n; i++) {
-            PyObject *peer = peer_of(&addrs[i], msgs[i].msg_hdr.msg_namelen);
+            PyObject *peer = peer_of(&b.addrs[i], b.msgs[i].msg_hdr.msg_namelen);
             PyObject *item = peer ? Py_BuildValue("(y#N)", slots + (size_t)i * SLOT,
-                                                  (Py_ssize_t)msgs[i].msg_len, peer) : NULL;
+                                                  (Py_ssize_t)b.msgs[i].msg_len, peer) : NULL;
             if (!item || PyList_Append(out, item) < 0) {
                 Py_XDECREF(item);
                 Py_DECREF(out);
@@ -207,9 +216,7 @@ static void *reader_run(void *arg) {
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);  /* signals are the interpreter's thread's to handle */
-    struct mmsghdr msgs[VLEN];
-    struct iovec iov[VLEN];
-    struct sockaddr_storage addrs[VLEN];
+    batch b;
     struct pollfd pfd[2] = {{r->fd, POLLIN, 0}, {r->stop_fd, POLLIN, 0}};
     uint64_t one = 1;
     for (;;) {
@@ -217,16 +224,7 @@ static void *reader_run(void *arg) {
         if (pfd[1].revents) break;
         int got = 0;
         for (;;) {  /* read until the socket is empty */
-            memset(msgs, 0, sizeof msgs);
-            for (int i = 0; i < VLEN; i++) {
-                iov[i].iov_base = r->slots + (size_t)i * SLOT;
-                iov[i].iov_len = SLOT;
-                msgs[i].msg_hdr.msg_iov = &iov[i];
-                msgs[i].msg_hdr.msg_iovlen = 1;
-                msgs[i].msg_hdr.msg_name = &addrs[i];
-                msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
-            }
-            int n = recvmmsg(r->fd, msgs, VLEN, MSG_DONTWAIT, NULL);
+            int n = read_batch(r->fd, r->slots, &b, VLEN);
             if (n < 0) {
                 if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
                     pthread_mutex_lock(&r->lock);
@@ -237,8 +235,8 @@ static void *reader_run(void *arg) {
             }
             pthread_mutex_lock(&r->lock);
             for (int i = 0; i < n; i++)
-                if (queue_append(r, &addrs[i], msgs[i].msg_hdr.msg_namelen, r->slots + (size_t)i * SLOT,
-                                 msgs[i].msg_len) < 0)
+                if (queue_append(r, &b.addrs[i], b.msgs[i].msg_hdr.msg_namelen, r->slots + (size_t)i * SLOT,
+                                 b.msgs[i].msg_len) < 0)
                     r->overflow++;
             pthread_mutex_unlock(&r->lock);
             got += n;
