@@ -18,7 +18,7 @@
 #include <Python.h>
 
 static PyObject *domain_part_fn, *smtp_reply_fn;  /* from setup() */
-static PyObject *empty, *question, *rejected_s, *port25, *policy_s;
+static PyObject *empty, *question, *rejected_s, *zero, *port25, *policy_s;
 
 /* entry keys */
 static PyObject *E_ZONE, *E_MX, *E_IP, *E_HOST, *E_CATEGORY, *E_RESPONSE, *E_PROTOCOL, *E_TO, *E_FROM,
@@ -73,7 +73,7 @@ static int intern_all(void) {
     S(A_RETURN_PATH[0], "mta.return_path.domain") S(A_RETURN_PATH[1], "mta.return_path.address")
     S(A_RETURN_PATH[2], "mta.return_path.hash")
 #undef S
-    if (!(port25 = PyLong_FromLong(25))) return -1;
+    if (!(port25 = PyLong_FromLong(25)) || !(zero = PyLong_FromLong(0))) return -1;
     return 0;
 }
 
@@ -100,6 +100,12 @@ static PyObject *num(PyObject *v) {
 static PyObject *to_int(PyObject *v) {
     if (PyLong_CheckExact(v)) { Py_INCREF(v); return v; }
     return PyNumber_Long(v);
+}
+
+/* `int(v) if num(v) is not None else otherwise`; new reference */
+static PyObject *int_of(PyObject *v, PyObject *otherwise) {
+    v = num(v);
+    return v == Py_None ? Py_NewRef(otherwise) : to_int(v);
 }
 
 static int set(PyObject *d, PyObject *k, PyObject *v) { return PyDict_SetItem(d, k, v); }
@@ -444,8 +450,6 @@ static PyObject *delivery_fields(PyObject *self, PyObject *const *args, Py_ssize
     }
     policy_t pol;
     if (read_policy(args[5], &pol, "delivery_fields") < 0) return NULL;
-    long rcpt_mode = pol.recipient, sender_mode = pol.sender;
-    PyObject *hash_fn = pol.hash_fn;
     PyObject *response = NULL, *reply = NULL, *size = NULL, *defcount = NULL, *extra = NULL, *log_only = NULL;
     PyObject *parts = NULL, *body = NULL, *dom = NULL, *result = NULL, *timer_int = NULL;
     PyObject *zone, *mx, *ip, *peer, *category, *protocol, *v, *timer, *first_byte;
@@ -465,11 +469,11 @@ static PyObject *delivery_fields(PyObject *self, PyObject *const *args, Py_ssize
     GET(protocol, E_PROTOCOL)
     if (set(attrs, A_ZONE, zone) < 0 || set(attrs, A_OUTCOME, outcome) < 0) goto done;
     GET(v, E_TO)
-    if (address(attrs, A_RCPT, v, rcpt_mode, hash_fn) < 0) goto done;
+    if (address(attrs, A_RCPT, v, pol.recipient, pol.hash_fn) < 0) goto done;
     GET(v, E_FROM)
-    if (address(attrs, A_SENDER, v, sender_mode, hash_fn) < 0) goto done;
+    if (address(attrs, A_SENDER, v, pol.sender, pol.hash_fn) < 0) goto done;
     GET(v, E_RETURN_PATH)
-    if (address(attrs, A_RETURN_PATH, v, sender_mode, hash_fn) < 0) goto done;
+    if (address(attrs, A_RETURN_PATH, v, pol.sender, pol.hash_fn) < 0) goto done;
     if (set(attrs, A_MX, mx) < 0 || set(attrs, A_SERVER_ADDRESS, mx) < 0 || set(attrs, A_PEER, peer) < 0 ||
         set(attrs, A_SENDING_IP, ip) < 0 || set(attrs, A_CATEGORY, category) < 0 ||
         set(attrs, A_RESPONSE, response) < 0)
@@ -487,10 +491,7 @@ static PyObject *delivery_fields(PyObject *self, PyObject *const *args, Py_ssize
         }
     }
     GET(v, E_SIZE)
-    v = num(v);
-    if (v == Py_None) size = Py_NewRef(Py_None);
-    else if (!(size = to_int(v))) goto done;
-    if (set(attrs, A_SIZE, size) < 0 || set(attrs, A_PROTOCOL, protocol) < 0) goto done;
+    if (!(size = int_of(v, Py_None)) || set(attrs, A_SIZE, size) < 0 || set(attrs, A_PROTOCOL, protocol) < 0) goto done;
     GET(v, E_TLS_VERSION)
     int tls = PyObject_IsTrue(v);
     if (tls < 0) goto done;
@@ -505,12 +506,9 @@ static PyObject *delivery_fields(PyObject *self, PyObject *const *args, Py_ssize
     }
     if (deferred) {
         GET(v, E_DEFCOUNT)
-        v = num(v);
-        if (v == Py_None) defcount = PyLong_FromLong(0);
-        else defcount = to_int(v);
-        if (!defcount || set(attrs, A_DEFER_COUNT, defcount) < 0) goto done;
-    } else if (!(defcount = PyLong_FromLong(0))) {
-        goto done;
+        if (!(defcount = int_of(v, zero)) || set(attrs, A_DEFER_COUNT, defcount) < 0) goto done;
+    } else {
+        defcount = Py_NewRef(zero);
     }
     GET(timer, E_TIMER)
     timer = num(timer);
@@ -610,9 +608,7 @@ static PyObject *queued_fields(PyObject *self, PyObject *const *args, Py_ssize_t
     if (set(attrs, A_TRANSPORT, v) < 0) goto done;
     GET(size, E_BODY)
     size = num(size);
-    if (size == Py_None) size_int = Py_NewRef(Py_None);
-    else if (!(size_int = to_int(size))) goto done;
-    if (set(attrs, A_SIZE, size_int) < 0) goto done;
+    if (!(size_int = int_of(size, Py_None)) || set(attrs, A_SIZE, size_int) < 0) goto done;
     GET(v, E_MD5)
     if (set(attrs, A_MD5, v) < 0) goto done;
     if (!(parts = PyList_New(0))) goto done;

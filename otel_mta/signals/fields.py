@@ -75,8 +75,8 @@ def delivery_fields_py(entry: dict, attrs: dict, action: str, outcome: str, ref:
     deferred = action == "DEFERRED"
     defcount = 0
     if deferred:
-        value = get("defcount")
-        defcount = int(value) if type(value) in (int, float) else 0
+        value = num(get("defcount"))
+        defcount = int(value) if value is not None else 0
         attrs["mta.defer.count"] = defcount
     # `timer`: the attempt's length in ms; `start`: ms from fetching the message
     # to its first byte out (ZoneMTA's lib/byte-counter.js); see mail.py

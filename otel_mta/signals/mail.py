@@ -258,7 +258,7 @@ class MailSignals:
         log record and the span come from signals/fields.py (C twin), once."""
         action, qid, seq = event.action, event.queue_id, event.seq
         (body, extra, log_only, zone, ip, category, dom, response, timer, first_byte,
-         defcount) = delivery_fields(event.entry, attrs, action, outcome, f"{qid}.{seq}" if seq else qid, self.red)
+         defcount) = delivery_fields(event.entry, attrs, action, outcome, _ref(event), self.red)
         # ZoneMTA sends the entry as the attempt ends. `timer` is the attempt's
         # length in ms (from fetching the message to the end of DATA) and `start`
         # the ms from then until the first byte went to the MX (lib/byte-counter.js);

@@ -32,7 +32,7 @@ class _Root:
         self.start_ns = start_ns
         self.deadline_ns = deadline_ns
         self.expected = expected
-        self.outcomes: dict = {}
+        self.outcomes: dict | None = None  # seq -> outcome, made for messages of several recipients
         self.attrs = attrs
 
 
@@ -66,9 +66,11 @@ class MessageTracker:
         if root is None:
             return
         outcomes = root.outcomes
-        if root.expected == 1 and not outcomes:  # most messages: one recipient, one outcome
-            self._end(queue_id, time_ns, _ONE_RECIPIENT[outcome], error=outcome == "rejected")
-            return
+        if outcomes is None:
+            if root.expected == 1:  # most messages: one recipient, one outcome
+                self._end(queue_id, time_ns, _ONE_RECIPIENT[outcome], error=outcome == "rejected")
+                return
+            outcomes = root.outcomes = {}
         outcomes[seq] = outcome
         if len(outcomes) >= root.expected:
             values = list(outcomes.values())
