@@ -1,0 +1,218 @@
+"""The real metric, log and trace backends, built from Go modules by
+tools/backends.sh and run on free loopback ports with temp dirs.
+
+    prom = Prometheus(tmp_path)            # remote write + OTLP receiver on
+    prom.query("up")                       # -> the `data.result` list
+    prom.stop()
+
+Each class starts its process in __init__, waits until it answers, and stops
+it (its whole process group) in stop(). A missing binary is built first (the
+build is cached in .cache/backends/).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from tests.stack.proc import Process, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def backend_bin(name: str) -> Path:
+    """Path of a backend binary, built by tools/backends.sh when not cached."""
+    res = subprocess.run([str(ROOT / "tools" / "backends.sh"), name], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"tools/backends.sh {name} failed:\n{res.stderr[-4000:]}")
+    return Path(res.stdout.strip().splitlines()[-1])
+
+
+def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def http_get_json(url: str, timeout: float = 10.0):
+    status, body = http_get(url, timeout)
+    if status != 200:
+        raise AssertionError(f"GET {url} -> {status}: {body[:2000]!r}")
+    return json.loads(body)
+
+
+class _Backend:
+    name = ""
+
+    def __init__(self, work: Path):
+        self.work = Path(work)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: Process | None = None
+
+    def _start(self, argv: list, ready_path: str, timeout: float = 60.0) -> None:
+        self.proc = Process(self.name, argv, self.work / f"{self.name}.log", cwd=self.work)
+        self.proc.wait_until(lambda: http_get(self.base + ready_path, 1.0)[0] == 200, timeout,
+                             f"an answer on {ready_path}")
+
+    def log_text(self) -> str:
+        return self.proc.log_text() if self.proc else ""
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+
+class _PromQL(_Backend):
+    """A backend that answers the Prometheus query API."""
+
+    def query(self, expr: str, time_s: float | None = None) -> list:
+        params = {"query": expr}
+        if time_s is not None:
+            params["time"] = f"{time_s:.3f}"
+        doc = http_get_json(f"{self.base}/api/v1/query?{urllib.parse.urlencode(params)}")
+        if doc.get("status") != "success":
+            raise AssertionError(f"{self.name}: query {expr!r} failed: {doc}")
+        return doc["data"]["result"]
+
+    def series_names(self) -> set[str]:
+        doc = http_get_json(f"{self.base}/api/v1/label/__name__/values")
+        return set(doc["data"])
+
+    def wait_for(self, expr: str, timeout: float = 30.0) -> list:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.query(expr)
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name}: no data for {expr!r} within {timeout}s")
+            time.sleep(0.5)
+
+
+class Prometheus(_PromQL):
+    """Prometheus 3 with its remote-write receiver (`remote_write_url`) and its
+    OTLP receiver (`otlp_url`, the base for an OTLP/HTTP exporter)."""
+
+    name = "prometheus"
+
+    def __init__(self, work: Path, extra_args: list | None = None):
+        super().__init__(work)
+        config = self.work / "prometheus.yml"
+        config.write_text("global:\n  scrape_interval: 15s\n")
+        self._start([backend_bin("prometheus"), f"--config.file={config}",
+                     f"--storage.tsdb.path={self.work / 'data'}",
+                     f"--web.listen-address=127.0.0.1:{self.port}",
+                     "--web.enable-remote-write-receiver", "--web.enable-otlp-receiver",
+                     "--storage.tsdb.retention.time=1d", *(extra_args or [])], "/-/ready")
+        self.remote_write_url = f"{self.base}/api/v1/write"
+        self.otlp_url = f"{self.base}/api/v1/otlp"
+
+
+class VictoriaMetrics(_PromQL):
+    """VictoriaMetrics single node; OTLP metrics at `otlp_url` + /v1/metrics."""
+
+    name = "victoria-metrics"
+
+    def __init__(self, work: Path):
+        super().__init__(work)
+        self._start([backend_bin("victoria-metrics"), f"-storageDataPath={self.work / 'data'}",
+                     f"-httpListenAddr=127.0.0.1:{self.port}", "-search.latencyOffset=0s",
+                     "-loggerLevel=WARN"], "/health")
+        self.otlp_url = f"{self.base}/opentelemetry"
+
+
+class VictoriaLogs(_Backend):
+    """VictoriaLogs; OTLP logs at `otlp_url` + /v1/logs; LogsQL through query()."""
+
+    name = "victoria-logs"
+
+    def __init__(self, work: Path):
+        super().__init__(work)
+        self._start([backend_bin("victoria-logs"), f"-storageDataPath={self.work / 'data'}",
+                     f"-httpListenAddr=127.0.0.1:{self.port}", "-loggerLevel=WARN"], "/health")
+        self.otlp_url = f"{self.base}/insert/opentelemetry"
+
+    def query(self, logsql: str, limit: int = 1000) -> list[dict]:
+        """Rows (one JSON object each) matching a LogsQL query."""
+        params = urllib.parse.urlencode({"query": logsql, "limit": limit})
+        status, body = http_get(f"{self.base}/select/logsql/query?{params}")
+        if status != 200:
+            raise AssertionError(f"victoria-logs: {logsql!r} -> {status}: {body[:2000]!r}")
+        return [json.loads(line) for line in body.splitlines() if line.strip()]
+
+
+class Jaeger(_Backend):
+    """Jaeger v2 (all in one, in memory); OTLP gRPC at `otlp_grpc_endpoint`."""
+
+    name = "jaeger"
+
+    def __init__(self, work: Path, grpc_port: int | None = None):
+        super().__init__(work)
+        self.grpc_port = grpc_port or free_port()
+        self.otlp_grpc_endpoint = f"127.0.0.1:{self.grpc_port}"
+        config = self.work / "jaeger.yaml"
+        config.write_text(JAEGER_CONFIG.format(grpc=self.grpc_port, query=self.port,
+                                               health=free_port(), metrics=free_port()))
+        self._start([backend_bin("jaeger"), f"--config={config}"], "/api/services")
+
+    def trace(self, trace_id_hex: str) -> dict | None:
+        status, body = http_get(f"{self.base}/api/traces/{trace_id_hex}")
+        if status == 404:
+            return None
+        if status != 200:
+            raise AssertionError(f"jaeger: trace {trace_id_hex} -> {status}: {body[:2000]!r}")
+        data = json.loads(body).get("data") or []
+        return data[0] if data else None
+
+
+# Jaeger v2's all-in-one config, with every port ours (its defaults are 4317/4318/16686/...).
+JAEGER_CONFIG = """\
+service:
+  extensions: [jaeger_storage, jaeger_query, healthcheckv2]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: warn
+extensions:
+  healthcheckv2:
+    use_v2: true
+    http:
+      endpoint: 127.0.0.1:{health}
+  jaeger_query:
+    storage:
+      traces: memstore
+    http:
+      endpoint: 127.0.0.1:{query}
+    grpc:
+      endpoint: 127.0.0.1:{metrics}
+  jaeger_storage:
+    backends:
+      memstore:
+        memory:
+          max_traces: 100000
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{grpc}
+processors:
+  batch:
+    timeout: 200ms
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: memstore
+"""
