@@ -34,8 +34,10 @@ OLDEST_AGE = "mta_queue_oldest_age_seconds"
 POLLER_UP = "otelmta_poller_up_ratio"
 RSS = "otelmta_process_memory_rss_bytes"
 DROPPED = "otelmta_receiver_dropped_records_total"
-# the three counters of items the exporter gave up on, one selector
-SEND_FAILED = '__name__=~"otelmta_exporter_send_failed_(log_records|spans|metric_points)_total"'
+# the counters of items the exporter gave up on, per signal
+SEND_FAILED = {"logs": "otelmta_exporter_send_failed_log_records_total",
+               "spans": "otelmta_exporter_send_failed_spans_total",
+               "metrics": "otelmta_exporter_send_failed_metric_points_total"}
 EXPORT_QUEUE, EXPORT_CAPACITY = "otelmta_exporter_queue_size_bytes", "otelmta_exporter_queue_capacity_bytes"
 SPOOL = "otelmta_exporter_spool_size_bytes"
 REPL_LAG = "mongodb_replset_member_replication_lag_seconds"
@@ -208,9 +210,13 @@ def delivery_alerts(c: Config) -> list[dict]:
         f"{win}: its senders have stopped (ZoneMTA #347). Mail waits until the zone is restarted.",
         when=f"deliveries due in a zone and no attempt in it for {win}"))
 
-    for name, level, what, label in (
-            ("ZoneDeferralRateHigh", "zone", "zone {{ $labels.mta_zone }}", "mta_zone"),
-            ("DomainDeferralRateHigh", "domain", "{{ $labels.mta_recipient_domain }}", "mta_recipient_domain")):
+    for name, level, label, summary, of in (
+            ("ZoneDeferralRateHigh", "zone", "mta_zone",
+             "Zone {{ $labels.mta_zone }} defers {{ $value | humanizePercentage }} of its delivery attempts.",
+             "the delivery attempts in zone {{ $labels.mta_zone }}"),
+            ("DomainDeferralRateHigh", "domain", "mta_recipient_domain",
+             "{{ $labels.mta_recipient_domain }} defers {{ $value | humanizePercentage }} of the mail sent to it.",
+             "the delivery attempts to {{ $labels.mta_recipient_domain }}")):
         a = c.alert(name)
         t, win, least = a["threshold"], a["window"], a["min_attempts"]
         only = ""
@@ -224,8 +230,8 @@ def delivery_alerts(c: Config) -> list[dict]:
             f"{level}:mta_delivery_deferral:ratio_rate{win}{only} > {t}\n"
             f"and{c.on(label)}\n"
             f"{level}:mta_delivery_attempts:rate{win} * {seconds(win)} >= {least}",
-            what[0].upper() + what[1:] + " defers {{ $value | humanizePercentage }} of its delivery attempts.",
-            "{{ $value | humanizePercentage }} of the delivery attempts to " + what + f" were deferred over {win} "
+            summary,
+            "{{ $value | humanizePercentage }} of " + of + f" were deferred over {win} "
             f"(threshold {_pct(t)}, at least {least} attempts). {why}",
             when=f"deferred > {_pct(t)} of a {level}'s attempts over {win} (≥ {least} attempts)"))
 
@@ -359,19 +365,25 @@ def dependency_alerts(c: Config) -> list[dict]:
         c, "TelemetryDropped",
         f"{c.agg('sum', 'job', 'instance', 'receiver', 'reason')} "
         f"(rate({DROPPED}{s(M('reason', '!=', 'duplicate'))}[{win}])) > {t}",
-        "otel-mta's {{ $labels.receiver }} receiver drops {{ $value | humanize }} records/s.",
-        "The sidecar {{ $labels.instance }} loses {{ $value | humanize }} {{ $labels.receiver }} records per "
+        "otel-mta's {{ $labels.receiver }} receiver drops {{ $value | printf \"%.2f\" }} records/s.",
+        "The sidecar {{ $labels.instance }} loses {{ $value | printf \"%.2f\" }} {{ $labels.receiver }} records per "
         f"second ({{{{ $labels.reason }}}}) before decoding them (threshold {t}/s): the metrics, logs and "
         "traces of those deliveries are missing.",
         when=f"> {t} records/s lost before decoding (duplicates excluded)"))
 
     a = c.alert("ExportFailing")
     t, win = a["threshold"], a["window"]
+    # One rate per signal, told apart by a `signal` label so that `or` keeps
+    # them all (rate() over several metric names would give series with the
+    # same labels, an error), then added up.
+    per_signal = "\n  or ".join(
+        f'label_replace({c.agg("sum", "job", "instance", "exporter")} (rate({metric}{s()}[{win}])), '
+        f'"signal", "{signal}", "", "")' for signal, metric in SEND_FAILED.items())
     out.append(_alert(
         c, "ExportFailing",
-        f"{c.agg('sum', 'job', 'instance', 'exporter')} (rate({s(SEND_FAILED)}[{win}])) > {t}",
-        "otel-mta's {{ $labels.exporter }} exporter loses {{ $value | humanize }} items/s.",
-        "The sidecar {{ $labels.instance }} gives up on {{ $value | humanize }} log records, spans or metric "
+        f"{c.agg('sum', 'job', 'instance', 'exporter')} (\n  {per_signal}\n) > {t}",
+        "otel-mta's {{ $labels.exporter }} exporter loses {{ $value | printf \"%.2f\" }} items/s.",
+        "The sidecar {{ $labels.instance }} gives up on {{ $value | printf \"%.2f\" }} log records, spans or metric "
         f"points per second (threshold {t}/s): the Collector refuses them, or the export queue and spool are full.",
         when=f"> {t} items/s given up by the exporter"))
 
