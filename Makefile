@@ -29,9 +29,12 @@ setup: $(STAMP) tests/fixtures/msgpack_js/node_modules tests/gelf/node/node_modu
 setup-stack: setup  ## Redis (apt), FerretDB (Go), ZoneMTA + Node 22 (npm), SMTP sink — cached in .cache/
 	PYTHON=$(abspath $(PY)) STACK_SKIP_PY=1 bash tests/stack/setup.sh
 
-setup-tools:  ## the Collector (ocb) and Helm, built from Go modules into .cache/
+setup-tools:  ## the Collector (ocb), Helm, Prometheus + promtool and Jaeger, built from Go modules into .cache/
 	collector-config/build.sh >/dev/null
 	helm/install-helm.sh >/dev/null
+	tools/backends.sh prometheus >/dev/null
+	tools/backends.sh promtool >/dev/null
+	tools/backends.sh jaeger >/dev/null
 
 run: setup  ## run the sidecar on its embedded default: OTLP JSON files under ./otel-mta-data/otlp
 	OTEL_METRIC_EXPORT_INTERVAL=$${OTEL_METRIC_EXPORT_INTERVAL:-10000} $(VENV)/bin/otel-mta run

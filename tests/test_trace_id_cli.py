@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -147,3 +150,18 @@ def test_a_url_template_links_to_the_trace_in_a_real_jaeger(sidecar, js_encode, 
         assert res.returncode == 1 and "has no {trace_id}" in res.stderr
     finally:
         jaeger.stop()
+
+
+def test_the_readme_examples_are_right():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Find a message", 1)[1].split("\n## ", 1)[0]
+    mid, shown = re.search(r"\$ otel-mta trace-id '([^']+)'\n.*\n([0-9a-f]{32})\n", section).groups()
+    res = trace_id(mid)
+    assert res.returncode == 0 and res.stdout.strip() == shown
+    # the Grafana template gives Explore a pane whose TraceQL query is the id
+    template = re.search(r"OTEL_MTA_TRACE_URL_TEMPLATE='(https://grafana[^']+)'", section).group(1)
+    res = trace_id(mid, "--url-template", template)
+    url = urllib.parse.urlsplit(res.stdout.splitlines()[1])
+    panes = json.loads(urllib.parse.parse_qs(url.query)["panes"][0])
+    [query] = next(iter(panes.values()))["queries"]
+    assert query["query"] == shown and query["queryType"] == "traceql"
