@@ -392,7 +392,8 @@ def dependency_alerts(c: Config) -> list[dict]:
     out.append(_alert(
         c, "ExportBacklog",
         f"{EXPORT_QUEUE}{s()} / {EXPORT_CAPACITY}{s()} > {t}\n"
-        f"or {SPOOL}{s()} > 0",
+        # max by: without the metric name, so a sidecar with both is one alert
+        f"or {c.agg('max', 'job', 'instance', 'exporter')} ({SPOOL}{s()} > 0)",
         "otel-mta's export to the Collector is backing up on {{ $labels.instance }}.",
         "The sidecar {{ $labels.instance }} has held undelivered telemetry for " + a["for"] + " (export queue "
         "over " + _pct(t) + " of its capacity, or requests spooled on disk): the Collector is unreachable or "
