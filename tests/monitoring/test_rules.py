@@ -33,8 +33,6 @@ NEEDS_AN_INCIDENT = {
     "otelmta_exporter_send_failed_spans_total": "only after the exporter gave spans up",
     "otelmta_exporter_send_failed_metric_points_total": "only after the exporter gave points up",
     "otelmta_exporter_spool_size_bytes": "only with the spool on (OTEL_MTA_SPOOL=true)",
-    "mongodb_replset_member_replication_lag_seconds": "only from a replica set",
-    "mongodb_replset_member_health_ratio": "only from a replica set",
 }
 # Label values that only an incident produces: checked as "the label exists".
 INCIDENT_VALUES = {("mta_delivery_attempts_total", "mta_bounce_category")}
