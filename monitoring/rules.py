@@ -108,49 +108,45 @@ def _alternation(values) -> str:
 
 def recording_rules(c: Config) -> list[dict]:
     """Rates and ratios the alerts and the dashboards share."""
-    z = lambda *m: c.selector("zonemta", *m)   # noqa: E731
-    w = {name: c.alert(name)["window"] for name in
-         ("ZoneDeferralRateHigh", "DomainDeferralRateHigh", "SendingIpRefused", "BounceRateHigh",
-          "DeliveryLatencyHigh")}
-    zone_w, dom_w, ip_w, bounce_w, lat_w = (w["ZoneDeferralRateHigh"], w["DomainDeferralRateHigh"],
-                                            w["SendingIpRefused"], w["BounceRateHigh"], w["DeliveryLatencyHigh"])
-    domain = z('mta_recipient_domain!=""')   # the overflow series has no domain
-    refused = z('mta_delivery_outcome=~"deferred|rejected"',
-                f'mta_bounce_category=~"{_alternation(c.raw["refusal_categories"])}"')
+    def rate(labels: tuple, window: str, *matchers: str) -> str:
+        return f"{c.agg('sum', *labels)} (rate({ATTEMPTS}{c.selector('zonemta', *matchers)}[{window}]))"
+
+    def ratio(part: str, whole: str) -> str:
+        # `or 0 * whole`: a zone with no deferral at all has a ratio of 0, not none
+        return f"({part}\n or 0 * {whole})\n/ {whole}"
+
+    zone, domain, ip = ("mta_zone",), ("mta_recipient_domain",), ("mta_sending_ip",)
+    zone_w = c.alert("ZoneDeferralRateHigh")["window"]
+    dom_w = c.alert("DomainDeferralRateHigh")["window"]
+    ip_w = c.alert("SendingIpRefused")["window"]
+    bounce_w = c.alert("BounceRateHigh")["window"]
+    lat_w = c.alert("DeliveryLatencyHigh")["window"]
+    deferred = M("mta_delivery_outcome", "=", "deferred")
+    has_domain = M("mta_recipient_domain", "!=", "")   # the overflow series has no domain
+    refused = (M("mta_delivery_outcome", "=~", "deferred|rejected"),
+               M("mta_bounce_category", "=~", _alternation(c.raw["refusal_categories"])))
     rules = [
         # dashboards: attempts by zone and outcome
-        (f"zone_outcome:mta_delivery_attempts:rate5m",
-         f"sum by ({c.by('mta_zone', 'mta_delivery_outcome')}) (rate({ATTEMPTS}{z()}[5m]))"),
-        (f"zone:mta_delivery_attempts:rate{zone_w}",
-         f"sum by ({c.by('mta_zone')}) (rate({ATTEMPTS}{z()}[{zone_w}]))"),
+        ("zone_outcome:mta_delivery_attempts:rate5m", rate(("mta_zone", "mta_delivery_outcome"), "5m")),
+        (f"zone:mta_delivery_attempts:rate{zone_w}", rate(zone, zone_w)),
         (f"zone:mta_delivery_deferral:ratio_rate{zone_w}",
-         f"(sum by ({c.by('mta_zone')}) (rate({ATTEMPTS}{z(M('mta_delivery_outcome', '=', 'deferred'))}[{zone_w}]))\n"
-         f" or 0 * zone:mta_delivery_attempts:rate{zone_w})\n"
-         f"/ zone:mta_delivery_attempts:rate{zone_w}"),
-        (f"domain:mta_delivery_attempts:rate{dom_w}",
-         f"sum by ({c.by('mta_recipient_domain')}) (rate({ATTEMPTS}{domain}[{dom_w}]))"),
+         ratio(rate(zone, zone_w, deferred), f"zone:mta_delivery_attempts:rate{zone_w}")),
+        (f"domain:mta_delivery_attempts:rate{dom_w}", rate(domain, dom_w, has_domain)),
         (f"domain:mta_delivery_deferral:ratio_rate{dom_w}",
-         f"(sum by ({c.by('mta_recipient_domain')}) (rate({ATTEMPTS}"
-         f"{z(M('mta_recipient_domain', '!=', ''), M('mta_delivery_outcome', '=', 'deferred'))}[{dom_w}]))\n"
-         f" or 0 * domain:mta_delivery_attempts:rate{dom_w})\n"
-         f"/ domain:mta_delivery_attempts:rate{dom_w}"),
-        (f"sending_ip:mta_delivery_attempts:rate{ip_w}",
-         f"sum by ({c.by('mta_sending_ip')}) (rate({ATTEMPTS}{z(M('mta_sending_ip', '!=', ''))}[{ip_w}]))"),
+         ratio(rate(domain, dom_w, has_domain, deferred), f"domain:mta_delivery_attempts:rate{dom_w}")),
+        (f"sending_ip:mta_delivery_attempts:rate{ip_w}", rate(ip, ip_w, M("mta_sending_ip", "!=", ""))),
         # refused: deferred or rejected because the receiver will not take mail from this IP
         (f"sending_ip:mta_delivery_refusal:ratio_rate{ip_w}",
-         f"(sum by ({c.by('mta_sending_ip')}) (rate({ATTEMPTS}{refused}[{ip_w}]))\n"
-         f" or 0 * sending_ip:mta_delivery_attempts:rate{ip_w})\n"
-         f"/ sending_ip:mta_delivery_attempts:rate{ip_w}"),
+         ratio(rate(ip, ip_w, *refused), f"sending_ip:mta_delivery_attempts:rate{ip_w}")),
         # final outcomes only: a deferral is neither a delivery nor a bounce
         (f"zone:mta_delivery_final:rate{bounce_w}",
-         f"sum by ({c.by('mta_zone')}) (rate({ATTEMPTS}{z(M('mta_delivery_outcome', '=~', 'delivered|rejected'))}"
-         f"[{bounce_w}]))"),
+         rate(zone, bounce_w, M("mta_delivery_outcome", "=~", "delivered|rejected"))),
         (f"zone:mta_delivery_bounce:ratio_rate{bounce_w}",
-         f"(sum by ({c.by('mta_zone')}) (rate({ATTEMPTS}{z(M('mta_delivery_outcome', '=', 'rejected'))}[{bounce_w}]))\n"
-         f" or 0 * zone:mta_delivery_final:rate{bounce_w})\n"
-         f"/ zone:mta_delivery_final:rate{bounce_w}"),
+         ratio(rate(zone, bounce_w, M("mta_delivery_outcome", "=", "rejected")),
+               f"zone:mta_delivery_final:rate{bounce_w}")),
         (f"zone:mta_delivery_duration_seconds:p95_rate{lat_w}",
-         f"histogram_quantile(0.95, sum by ({c.by('mta_zone', 'le')}) (rate({DURATION}{z()}[{lat_w}])))"),
+         f"histogram_quantile(0.95, {c.agg('sum', 'mta_zone', 'le')} "
+         f"(rate({DURATION}{c.selector('zonemta')}[{lat_w}])))"),
     ]
     return [{"record": name, "expr": expr} for name, expr in rules]
 
