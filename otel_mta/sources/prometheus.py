@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import math
 import time
+from urllib.parse import urlsplit
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -34,6 +35,7 @@ class HttpGetter:
     def __init__(self, base: str, timeout: float):
         self.base = base.rstrip("/")
         self.timeout = timeout
+        self.base_path = urlsplit(self.base).path or "/"
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -43,11 +45,13 @@ class HttpGetter:
                 raise_for_status=False)
         return self._session
 
-    async def get(self, path: str) -> bytes:
+    async def get(self, path: str = "") -> bytes:
+        """The body of GET <base><path>."""
+        what = path or self.base_path
         try:
             async with self._client().get(self.base + path, allow_redirects=False) as resp:
                 if resp.status != 200:
-                    raise PollError(f"http_{resp.status}", f"GET {path or '/'}: HTTP {resp.status}")
+                    raise PollError(f"http_{resp.status}", f"GET {what}: HTTP {resp.status}")
                 body = bytearray()
                 async for chunk in resp.content.iter_chunked(1 << 16):
                     body += chunk
@@ -58,9 +62,9 @@ class HttpGetter:
                 raise PollError("refused", "connection refused") from None
             raise PollError("network", f"cannot connect: {err.os_error.strerror or err.os_error}") from None
         except aiohttp.ClientError as err:
-            raise PollError("network", f"GET {path or '/'}: {type(err).__name__}: {err}") from None
+            raise PollError("network", f"GET {what}: {type(err).__name__}: {err}") from None
         if len(body) > MAX_BODY:
-            raise PollError("bad_response", f"GET {path or '/'}: answer larger than {MAX_BODY >> 20} MiB")
+            raise PollError("bad_response", f"GET {what}: answer larger than {MAX_BODY >> 20} MiB")
         return bytes(body)
 
     async def close(self) -> None:
