@@ -8,8 +8,9 @@ cumulative with process_start_time_seconds as their start, so a WildDuck
 restart is a new start, not a drop (in cluster mode WildDuck's aggregated
 answer has no process start: the first poll, or totals going down, set it).
 A histogram is taken only when its bucket bounds are the catalog's (WildDuck's
-own): if a WildDuck release changes them, that family is left out and
-`otel-mta check` names it, rather than going out with wrong buckets.
+own) and its counts add up: if a WildDuck release changes the bounds, that
+family is left out and `otel-mta check` names it, rather than going out with
+wrong buckets.
 
 All series describe the WildDuck beside the sidecar: resource service.name
 `wildduck`. WildDuck labels nothing personal (no user, address or IP).
@@ -76,15 +77,14 @@ def exposed_name(family) -> str:
 
 def histogram_points(family, spec: Family, bounds: tuple[float, ...]) -> dict | None:
     """{attribute values: (count, sum, bucket counts)} of a Prometheus
-    histogram family, or None when its bucket bounds are not `bounds`."""
+    histogram family; None when its bucket bounds are not `bounds` or a
+    series is not a histogram (counts that are not finite, or that go down)."""
     series: dict = {}
     for sample in family.samples:
-        if math.isnan(sample.value):
-            continue
         labels = dict(sample.labels)
         le = labels.pop("le", None)
-        key = tuple(sorted(labels.items()))
-        entry = series.setdefault(key, {"labels": labels, "buckets": {}, "sum": 0.0, "count": None})
+        entry = series.setdefault(tuple(sorted(labels.items())),
+                                  {"labels": labels, "buckets": {}, "sum": 0.0, "count": None})
         if sample.name == family.name + "_bucket" and le is not None:
             try:
                 entry["buckets"][float(le)] = sample.value
@@ -99,14 +99,12 @@ def histogram_points(family, spec: Family, bounds: tuple[float, ...]) -> dict | 
         les = sorted(b for b in entry["buckets"] if b != math.inf)
         if tuple(les) != tuple(bounds):
             return None
-        cumulative = [entry["buckets"][b] for b in les]
         count = entry["count"] if entry["count"] is not None else entry["buckets"].get(math.inf)
-        if count is None:
+        cumulative = [entry["buckets"][b] for b in les] + [count]
+        if count is None or not all(math.isfinite(c) and c >= 0 for c in cumulative) \
+                or any(b < a for a, b in zip(cumulative, cumulative[1:])) or not math.isfinite(entry["sum"]):
             return None
-        counts, below = [], 0
-        for c in cumulative + [count]:
-            counts.append(max(0, int(c - below)))
-            below = max(below, c)
+        counts = [int(b - a) for a, b in zip([0.0] + cumulative, cumulative)]
         out[spec.values(entry["labels"])] = (int(count), float(entry["sum"]), tuple(counts))
     return out
 
@@ -166,15 +164,15 @@ class WildDuckMetricsPoller(Poller):
         self._series = len(levels) + len(totals)
         self._version = version
         if skipped and skipped != self._skipped and not self._checking:
-            log.warning("wildduck_metrics %s: left out %s: their bucket bounds are not the catalog's "
-                        "(a WildDuck release changed them; otel_mta/catalog/wildduck.yaml)",
+            log.warning("wildduck_metrics %s: left out %s: their buckets are not as the catalog declares "
+                        "(did a WildDuck release change the bounds? otel_mta/catalog/wildduck.yaml)",
                         self.target, ", ".join(skipped))
         self._skipped = skipped
 
     def summary(self) -> str:
         text = f"WildDuck {self._version or '(version unknown)'}; {self._series} series"
         if self._skipped:
-            text += "; left out (bucket bounds changed): " + ", ".join(self._skipped)
+            text += "; left out (buckets not as the catalog declares): " + ", ".join(self._skipped)
         return text
 
     async def close(self) -> None:

@@ -134,7 +134,8 @@ async def test_changed_bucket_bounds_leave_that_family_out_and_say_so(rig, polle
     points = export()
     assert "wildduck.imap.command.duration" not in points
     assert "wildduck.pop3.command.duration" in points
-    assert poller.summary().endswith("left out (bucket bounds changed): wildduck_imap_command_duration_seconds")
+    assert poller.summary().endswith(
+        "left out (buckets not as the catalog declares): wildduck_imap_command_duration_seconds")
     assert "wildduck_imap_command_duration_seconds" in caplog.text
 
 
@@ -226,3 +227,55 @@ async def test_against_the_real_wildduck(rig, poller_for, wildduck_factory):
     live = {line.split()[2] for line in wd.metrics_text().splitlines() if line.startswith("# TYPE ")}
     recorded = {line.split()[2] for line in RECORDED.decode().splitlines() if line.startswith("# TYPE ")}
     assert live == recorded
+
+
+async def test_a_truncated_or_mangled_page_is_a_clean_failure_or_a_partial_poll(rig, poller_for, replay):
+    """Whatever WildDuck's page is cut or mangled into, a poll either succeeds
+    or fails as bad_response: never an exception of our own (reason=error)."""
+    build, export = rig
+    poller = poller_for(build(), replay.url)
+    text = RECORDED.decode()
+    cuts = list(range(0, len(text), max(1, len(text) // 60)))
+    mangled = [text[:n] for n in cuts] + [
+        text.replace('le="', 'le="x'),                      # bucket bounds that are no numbers
+        text.replace("_count{", "_cnt{"),                   # histograms without their count
+        text.replace(" 1\n", " NaN\n"), text.replace(" 0\n", " +Inf\n"),
+        text.replace('result="', 'result="\\u00e9' * 40),   # odd label values
+    ]
+    for body in mangled:
+        replay.body = body.encode()
+        ok = await poller.poll_once()
+        points = export()
+        reasons = {p.attrs["reason"] for p in points.get("otelmta_poller_failures", [])}
+        assert reasons <= {"bad_response"}, (poller.last_error, body[-200:])
+        if ok:
+            assert_matches_catalog(points)
+
+
+def test_histogram_series_beyond_the_limit_add_up_in_the_overflow_series():
+    from otel_mta import catalog
+    from otel_mta.resources import Resources
+    from otel_mta.signals.metrics import MetricStore
+    store = MetricStore(catalog.load(), max_series=10)
+    hist = store.histogram("wildduck.imap.command.duration")
+    buckets = [1] + [0] * 12
+    res = Resources().producer("wildduck")
+    for i in range(12):
+        hist.observe((1, 0.001, buckets), res, (f"cmd{i}", "ok"))
+    overflow = [p for (_, v), p in hist.series.items() if not isinstance(v, tuple)]
+    assert len(hist.series) == 11 and overflow == [[2, 0.002, None, None, [2] + [0] * 12]]
+    assert store.collect() is not None
+
+
+def test_the_wildduck_pollers_load_nothing_while_off():
+    """Off (the default), neither module, nor pymongo for them, is imported."""
+    import subprocess
+    import sys
+    code = ("import sys; from otel_mta import config; from otel_mta.pipeline import Pipeline; "
+            "from otel_mta.sources import enabled_sources; "
+            "s = config.load(environ={'OTEL_MTA_DATA_DIR': '/nonexistent'}); "
+            "enabled_sources(s, Pipeline(s, lambda *a: None)); "
+            "print(sorted(m for m in sys.modules if m.startswith('otel_mta.sources.wildduck')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
