@@ -7,10 +7,10 @@ histograms are WildDuck's totals since its process started: they go out
 cumulative with process_start_time_seconds as their start, so a WildDuck
 restart is a new start, not a drop (in cluster mode WildDuck's aggregated
 answer has no process start: the first poll, or totals going down, set it).
-A histogram is taken only when its bucket bounds are the catalog's (WildDuck's
-own) and its counts add up: if a WildDuck release changes the bounds, that
-family is left out and `otel-mta check` names it, rather than going out with
-wrong buckets.
+A family is taken only when its type is the catalog's and, for a histogram,
+its bucket bounds are the catalog's (WildDuck's own) and its counts add up: if
+a WildDuck release changes them, that family is left out and `otel-mta check`
+names it, rather than going out wrong.
 
 All series describe the WildDuck beside the sidecar: resource service.name
 `wildduck`. WildDuck labels nothing personal (no user, address or IP).
@@ -137,8 +137,11 @@ class WildDuckMetricsPoller(Poller):
             if name == "wildduck_info":
                 version = next((s.labels.get("version") for s in family.samples), None)
                 continue
-            spec = FAMILIES.get(name)
+            spec = FAMILIES.get(name) or FAMILIES.get(family.name)   # the latter: a gauge turned counter
             if spec is None:
+                continue
+            if family.type != catalog.metric(spec.metric).type:   # a WildDuck release changed it
+                skipped.append(name)
                 continue
             if family.type == "histogram":
                 hist = histogram_points(family, spec, catalog.metric(spec.metric).buckets)
@@ -164,15 +167,15 @@ class WildDuckMetricsPoller(Poller):
         self._series = len(levels) + len(totals)
         self._version = version
         if skipped and skipped != self._skipped and not self._checking:
-            log.warning("wildduck_metrics %s: left out %s: their buckets are not as the catalog declares "
-                        "(did a WildDuck release change the bounds? otel_mta/catalog/wildduck.yaml)",
+            log.warning("wildduck_metrics %s: left out %s: type or buckets not as the catalog declares "
+                        "(did a WildDuck release change them? otel_mta/catalog/wildduck.yaml)",
                         self.target, ", ".join(skipped))
         self._skipped = skipped
 
     def summary(self) -> str:
         text = f"WildDuck {self._version or '(version unknown)'}; {self._series} series"
         if self._skipped:
-            text += "; left out (buckets not as the catalog declares): " + ", ".join(self._skipped)
+            text += "; left out (type or buckets not as the catalog declares): " + ", ".join(self._skipped)
         return text
 
     async def close(self) -> None:

@@ -135,8 +135,14 @@ async def test_changed_bucket_bounds_leave_that_family_out_and_say_so(rig, polle
     assert "wildduck.imap.command.duration" not in points
     assert "wildduck.pop3.command.duration" in points
     assert poller.summary().endswith(
-        "left out (buckets not as the catalog declares): wildduck_imap_command_duration_seconds")
+        "left out (type or buckets not as the catalog declares): wildduck_imap_command_duration_seconds")
     assert "wildduck_imap_command_duration_seconds" in caplog.text
+    # a family whose type changed is left out the same way
+    replay.body = RECORDED.replace(b"# TYPE wildduck_tasks gauge", b"# TYPE wildduck_tasks counter")
+    assert await poller.poll_once(), poller.last_error
+    points = export()
+    assert "wildduck.task.queue.size" not in points and "wildduck.job.queue.size" in points
+    assert poller.summary().endswith("left out (type or buckets not as the catalog declares): wildduck_tasks_total")
 
 
 @pytest.mark.parametrize("status, body, reason, detail", [
