@@ -79,6 +79,7 @@ async def test_real_wildduck_gelf_maps_to_log_records_and_metrics(gelf, wildduck
     for a, rec in failed.values():
         assert a["wildduck.action"] == "auth" and a["wildduck.result"] == "failure"
         assert rec.severity_number == 13
+        assert rec.body.string_value == "WILDDUCK [AUTHFAIL] ***"    # the login name WildDuck echoes
     assert {a["gelf.auth_result"] for a, _ in failed.values()} == {"fail", "unknown"}
     assert {a["gelf.connection"] for _, a, _ in tags["WILDDUCK [CONNSTART]"] + tags["WILDDUCK [CONNRELEASE]"]} \
         == {"establish", "release"}
