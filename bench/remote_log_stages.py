@@ -130,7 +130,8 @@ def stages(datagrams: list[bytes]) -> tuple[list, float]:
                                 (T, "encode_span", "span + attributes (C)")):
         setattr(module, name, originals[label])
     # root spans are timed with the tracker below
-    rec.calls["span + attributes (C)"] = [c for c in rec.calls["span + attributes (C)"] if c[0][3] != "message"]
+    rec.calls["span + attributes (C)"] = [c for c in rec.calls["span + attributes (C)"]
+                                          if c[0][3] not in ("message", "message.final")]
     # replay each stage on its recorded calls
     rows = []
     for label, fn in originals.items():
@@ -145,6 +146,8 @@ def stages(datagrams: list[bytes]) -> tuple[list, float]:
         rows.append((label, len(calls) / n, best(fn, calls) / n))
     from otel_mta.correlate import Correlator
     from otel_mta.signals.batch import Batcher
+    from otel_mta import catalog
+    from otel_mta.signals.metrics import MetricStore
     from otel_mta.signals.tracker import MessageTracker
     def replay_correlator():
         corr = Correlator(p.settings.correlation.index_size)
@@ -154,7 +157,8 @@ def stages(datagrams: list[bytes]) -> tuple[list, float]:
                     best(replay_correlator, [((), {})], 3) / n))
 
     def replay_tracker():
-        t = MessageTracker(Batcher("traces", lambda *a: None, 10**9), p.resources.zonemta)
+        t = MessageTracker(Batcher("traces", lambda *a: None, 10**9), p.resources.zonemta,
+                           metrics=MetricStore(catalog.load()), own_resource=p.resources.own)
         for name, args in tracker_calls:
             getattr(t, name)(*args)
     rows.append(("root spans (tracker.py, with their encoding)", len(tracker_calls) / n,
