@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
                          "sidecar's health endpoint.", epilog="docs/top.md shows a screen.")
     top.add_argument("--endpoint", metavar="HOST:PORT",
                      help="the sidecar's health endpoint (default: $OTEL_MTA_HEALTH_ENDPOINT, else 127.0.0.1:9478)")
-    top.add_argument("--interval", type=_positive, default=1.0, metavar="SECONDS", help="refresh every (default 1)")
+    top.add_argument("--interval", type=_positive, default=1.0, metavar="SECONDS", help="seconds between refreshes (default 1)")
     top.add_argument("--once", action="store_true", help="print one frame as plain text and exit")
     top.add_argument("--json", action="store_true", help="print the status as JSON and exit")
     top.add_argument("--top", type=int, choices=range(1, 51), default=None, metavar="N",

@@ -25,11 +25,12 @@ from datetime import datetime, timezone
 from aiohttp import web
 
 from otel_mta import __version__
+from otel_mta.sources.poller import redact_url
 
 SCHEMA = "otel-mta.status/v1"
 PATH = "/status"
 WINDOW_S = 300.0
-SAMPLE_S = 5.0
+SAMPLE_S = 10.0
 DEFAULT_TOP = 10
 MAX_TOP = 50
 OUTCOMES = ("delivered", "deferred", "rejected")
@@ -52,6 +53,7 @@ class StatusBoard:
         self._oldest = m.gauge("mta.queue.oldest_age")
         # (monotonic time, totals): the first is the newest at least window_s old
         self._samples: deque = deque([(self.started, {})])
+        self._keys: dict = {}   # one tuple per key, shared by the samples (31 of them)
 
     # -- the counters over time ----------------------------------------------------
     def _totals(self) -> dict:
@@ -59,11 +61,15 @@ class StatusBoard:
         for source in self.app.sources:
             source.flush_counts()
         totals: dict = {}
+        keys = self._keys
+        if len(keys) > 100_000:   # series come and go (top-N domains): forget the old tuples now and then
+            keys.clear()
         for (zone, outcome, ip, _, domain), n in self._series(self._attempts):
             for key in (("zone", zone, outcome), ("ip", ip, outcome), ("domain", domain, outcome)):
+                key = keys.setdefault(key, key)
                 totals[key] = totals.get(key, 0) + n
         for (receiver, _), n in self._series(self._accepted):
-            key = ("receiver", receiver)
+            key = keys.setdefault(("receiver", receiver), ("receiver", receiver))
             totals[key] = totals.get(key, 0) + n
         return totals
 
@@ -172,7 +178,10 @@ class StatusBoard:
         for (_, reason), n in list(st.failed.items()):
             failed[reason] = failed.get(reason, 0) + n
         spool = q.spool
-        return {"exporter": exporter.name, "endpoint": exporter.sender.endpoint,
+        endpoint = exporter.sender.endpoint
+        if "@" in endpoint or "?" in endpoint:   # credentials or tokens in the URL stay in
+            endpoint = redact_url(endpoint if "://" in endpoint else "//" + endpoint).lstrip("/")
+        return {"exporter": exporter.name, "endpoint": endpoint,
                 "state": "ok" if exporter.healthy else "failing", "last_error": st.last_error or None,
                 "last_success_age_s": round((time.time_ns() - st.last_success_ns) / 1e9, 1)
                 if st.last_success_ns else None,

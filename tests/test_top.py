@@ -305,3 +305,17 @@ def test_the_sidecar_does_not_load_the_terminal_ui():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_a_failing_collector_shows_on_the_export_line_without_its_credentials(sidecar, js_encode):
+    closed = free_port()
+    sc = sidecar({"OTEL_MTA_HOST_METRICS": "off", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                  "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://otel:s3cret@127.0.0.1:{closed}/?token=s3cret"})
+    datagrams, _ = traffic(js_encode, 20)
+    sc.send(datagrams)
+    doc = wait_status(sc.health_port, lambda d: d["export"]["state"] == "failing", what="the export failing")
+    assert "s3cret" not in json.dumps(doc)
+    assert doc["export"]["endpoint"] == f"http://127.0.0.1:{closed}/"
+    r = subprocess.run(top(f"127.0.0.1:{sc.health_port}", "--once"), capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert re.search(rf"^EXPORT otlp_http failing → http://127\.0\.0\.1:{closed}/", r.stdout, re.M), r.stdout
