@@ -1,10 +1,12 @@
 """HTTP health endpoints for Kubernetes probes: /healthz (the process serves)
 and /readyz (every enabled listener is bound and the exporter is configured);
-and /lookup, the read-only queue-id -> trace-id lookup behind
-`otel-mta trace-id` (otel_mta/lookup.py)."""
+beside them /status, the live view `otel-mta top` reads (otel_mta/status.py), and /lookup,
+the read-only queue-id -> trace-id lookup behind `otel-mta trace-id` (otel_mta/lookup.py)."""
 from __future__ import annotations
 
 from aiohttp import web
+
+from otel_mta import status
 
 
 class HealthServer:
@@ -21,6 +23,9 @@ class HealthServer:
         webapp = web.Application()
         webapp.router.add_get("/healthz", self._healthz)
         webapp.router.add_get("/readyz", self._readyz)
+        board = getattr(self._app, "status", None)
+        if board is not None:
+            status.add_routes(webapp, board)
         webapp.router.add_get("/lookup", self._lookup)
         self._runner = web.AppRunner(webapp, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
