@@ -105,6 +105,7 @@ class MailSignals:
         self.top_domain = TopN(top_n)
         m = metrics
         self.m_queued = m.counter("mta.message.queued")
+        self.m_deliveries_queued = m.counter("mta.delivery.queued")
         self.m_queue_errors = m.counter("mta.message.queue_errors")
         self.m_size = m.histogram("mta.message.size")
         self.m_attempts = m.counter("mta.delivery.attempts")
@@ -119,6 +120,7 @@ class MailSignals:
         # store before each collection: a dict update costs a third of Counter.add
         self._n_attempts: dict = {}
         self._n_queued: dict = {}
+        self._n_deliveries: dict = {}
         m.before_collect(self.top_domain.rerank)
         m.before_collect(self._add_counts)
         m.before_collect(lambda: m.gauge("otelmta_correlation_index_size").set(
@@ -126,7 +128,8 @@ class MailSignals:
         self._own = resources.own
 
     def _add_counts(self) -> None:
-        for counter, counts in ((self.m_attempts, self._n_attempts), (self.m_queued, self._n_queued)):
+        for counter, counts in ((self.m_attempts, self._n_attempts), (self.m_queued, self._n_queued),
+                                (self.m_deliveries_queued, self._n_deliveries)):
             for values, n in counts.items():
                 counter.add(n, self.res, values)
             counts.clear()
@@ -247,6 +250,8 @@ class MailSignals:
             return now, body
         queued = self._n_queued
         queued[key] = queued.get(key, 0) + 1
+        deliveries = self._n_deliveries
+        deliveries[key] = deliveries.get(key, 0) + recipients
         if size is not None:
             self.m_size.record(size, res, key)
         self.tracker.queued(qid, trace_id, now, attrs, recipients, self.corr.root_span_id(qid))
