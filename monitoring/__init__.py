@@ -1,0 +1,1 @@
+"""Dashboards and rules generated from code (`python -m monitoring`)."""
