@@ -81,6 +81,7 @@ class Side:
     links: dict = field(default_factory=dict)             # field name -> (title, url)
     viz: str | None = None                                # when it differs from the chart's
     needs_failure: bool = False   # healthy traffic leaves it empty (an error counter): tests check its names only
+    optional: tuple = ()          # metrics a query adds `or vector(0)` for: rare events, may be absent
 
 
 @dataclass

@@ -19,8 +19,8 @@ VARIABLES = [
 ]
 
 # Loki: structured metadata filters; an empty variable matches everything
-LOKI_EVENTS = (f'{logql.ZONEMTA_STREAM} | mta_message_id=~"(?i)${{message_id:regex}}.*" '
-               '| mta_queue_id=~"${queue_id:regex}.*" | mta_recipient_domain=~"(?i)${domain:regex}.*"')
+LOKI_EVENTS = (f'{logql.ZONEMTA_STREAM} | mta_message_id=~"(?i)$message_id.*" '
+               '| mta_queue_id=~"$queue_id.*" | mta_recipient_domain=~"(?i)$domain.*"')
 
 CH_FILTER = """ServiceName = '{service}' AND $__timeFilter(Timestamp)
   AND (${{message_id:sqlstring}} = ''
@@ -94,9 +94,9 @@ LIMIT 500""")], links={"trace_id": ("Open the message's trace", CH_TRACE_LINK)})
                   "the time went (connect, TLS, SMTP); none found while events exist means tail sampling "
                   "dropped a plain success (docs/clickhouse.md).",
                   "table", w=12, h=10,
-                  prometheus=Side([TraceQL('{ span.mta.message_id =~ "(?i)${message_id:regex}.*" '
-                                           '&& span.mta.queue_id =~ "${queue_id:regex}.*" '
-                                           '&& span.mta.recipient.domain =~ "(?i)${domain:regex}.*" }')]),
+                  prometheus=Side([TraceQL('{ span.mta.message_id =~ "(?i)$message_id.*" '
+                                           '&& span.mta.queue_id =~ "$queue_id.*" '
+                                           '&& span.mta.recipient.domain =~ "(?i)$domain.*" }')]),
                   clickhouse=Side([SQL(f"""WITH matching AS (
     SELECT DISTINCT TraceId FROM {sql.LOGS}
     WHERE {CH_FILTER} AND TraceId != ''
@@ -118,7 +118,7 @@ ORDER BY started DESC""")], links={"trace_id": ("Open the trace", CH_TRACE_LINK)
                   "compare with its replies in the events above.",
                   "stacked", unit="reqps", w=12, h=10,
                   prometheus=Side([PromQL('sum by (mta_delivery_outcome) (rate(mta_delivery_attempts_total'
-                                          '{mta_recipient_domain=~"(?i)${domain:regex}.*"}[$__rate_interval]))',
+                                          '{mta_recipient_domain=~"(?i)$domain.*"}[$__rate_interval]))',
                                           "{{mta_delivery_outcome}}")]),
                   clickhouse=Side([SQL(f"""SELECT $__timeInterval(Timestamp) AS time,
        LogAttributes['mta.delivery.outcome'] AS outcome,

@@ -171,12 +171,11 @@ BOARD = Board(
                   "failures are lost telemetry: check the sidecar's events endpoint (its requests by "
                   "status beside) and the plugin's bufferSize; hook errors: report them with ZoneMTA's log.",
                   "timeseries", unit="cps", w=8,
-                  prometheus=Side([PromQL(f'sum by ({PLUGIN_BY}) (rate({{__name__=~"otelmta_plugin_'
-                                          '(dropped|failed|retries|evicted|hook_errors)_total"}[$__rate_interval]))',
-                                          "{{plugin_instance}} {{plugin_context}}")]),
-                  clickhouse=Side([_ch_rate("otelmta_plugin_dropped", {**PLUGIN_SQL, "what": "'dropped'"}),
-                                   _ch_rate("otelmta_plugin_failed", {**PLUGIN_SQL, "what": "'failed'"}),
-                                   _ch_rate("otelmta_plugin_hook_errors", {**PLUGIN_SQL, "what": "'hook errors'"})])),
+                  prometheus=Side([PromQL(_rate(f"otelmta_plugin_{what}_total", PLUGIN_BY),
+                                          "{{plugin_instance}} {{plugin_context}} " + what.replace("_", " "))
+                                   for what in ("dropped", "failed", "retries", "evicted", "hook_errors")]),
+                  clickhouse=Side([_ch_rate(f"otelmta_plugin_{what}", {**PLUGIN_SQL, "what": f"'{what}'"})
+                                   for what in ("dropped", "failed", "retries", "evicted", "hook_errors")])),
             Chart("Events endpoint requests by status",
                   "Requests to the sidecar's events endpoint by HTTP status: 200 accepted, 4xx refused "
                   "(401: wrong API key, 413: batch too large), 503 pushed back because the export queue "
