@@ -371,8 +371,21 @@ def _attributes(signal: str) -> set:
 LOKI_LABELS = {a.replace(".", "_") for a in _attributes("logs")} | {"trace_id", "span_id", "severity_text"}
 
 
+def _records(run, signal: str):
+    """(resource attributes, record attributes) of every log record / span of the run."""
+    from tests.collector.clickhouse_schema import attrs
+    key, scopes, items = {"logs": ("resourceLogs", "scopeLogs", "logRecords"),
+                          "traces": ("resourceSpans", "scopeSpans", "spans")}[signal]
+    for req in run.otlp[signal]:
+        for r in req.get(key, []):
+            res = attrs(r.get("resource", {}))
+            for sc in r.get(scopes, []):
+                for item in sc.get(items, []):
+                    yield res, attrs(item)
+
+
 @pytest.mark.parametrize("slug, panel, target", _targets("prometheus", "loki"))
-def test_logql_names_only_what_the_pipeline_sends(slug, panel, target):
+def test_logql_names_only_what_the_pipeline_sends(pipeline_run, slug, panel, target):
     expr = target["expr"]
     assert _balanced(expr), expr
     stream = re.findall(r"\{(\w+)=\"([^\"]*)\"\}", expr)
@@ -382,14 +395,21 @@ def test_logql_names_only_what_the_pipeline_sends(slug, panel, target):
     template_fields = set(re.findall(r"\.(\w+)", "".join(re.findall(r"`([^`]*)`", expr))))
     assert template_fields <= LOKI_LABELS, template_fields - LOKI_LABELS
     assert re.sub(r"\$\{?\w+(:\w+)?\}?", "", expr).count("$") == 0
+    # and the run's ZoneMTA records carry every one of them together (Loki's
+    # label filters drop records without the label unless it may be empty)
+    names = {a for a in _attributes("logs") if a.replace(".", "_") in filters | template_fields}
+    assert any(res.get("service.name") == "zonemta" and names <= set(rec)
+               for res, rec in _records(pipeline_run, "logs")), names
 
 
 @pytest.mark.parametrize("slug, panel, target", _targets("prometheus", "tempo"))
-def test_traceql_names_only_span_attributes(slug, panel, target):
+def test_traceql_names_only_span_attributes(pipeline_run, slug, panel, target):
     query = target["query"]
     assert _balanced(query) and query.startswith("{") and query.endswith("}")
     used = set(re.findall(r"span\.([\w.]+)", query))
     assert used and used <= _attributes("spans"), used - _attributes("spans")
+    # one spanset `{ a && b && c }` needs one span with all of them: the run has such spans
+    assert any(used <= set(rec) for _, rec in _records(pipeline_run, "traces")), used
 
 
 def test_loki_reply_template_applies_the_same_rules():
