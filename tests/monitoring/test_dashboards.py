@@ -534,12 +534,38 @@ def test_clickhouse_variables_have_values(pipeline_run, chdb_run, slug):
 def test_clickhouse_sql_returns_rows(pipeline_run, chdb_run, slug, panel, target):
     side = _spec(slug, panel["title"], "clickhouse")
     values = ch_variable_values(pipeline_run, chdb_run, _load("clickhouse", slug))
+    check_sql_names(pipeline_run, target["rawSql"])
     rows = ch_query(chdb_run, ch_sql(pipeline_run, target["rawSql"], values))
     if side.needs_failure:
-        return
+        return          # an error counter in a healthy run: names checked, the SQL ran
     assert rows, f"no rows for {target['rawSql']}"
     if target["format"] == 0:     # time series: a time column the datasource can use
         assert "time" in rows[0], rows[0]
+
+
+def check_sql_names(run, sql: str) -> None:
+    """Every metric the SQL names is a catalog metric; every attribute key it
+    reads is one the catalog declares for that signal (resource keys: ones the
+    run's resources carry)."""
+    c = catalog.load()
+    metrics = set(re.findall(r"MetricName = '([^']+)'", sql)) | set(re.findall(r"m = '([^']+)'", sql))
+    assert metrics <= set(c.metrics), metrics - set(c.metrics)
+    for column, signal in (("LogAttributes", "logs"), ("SpanAttributes", "spans"),
+                           (r"(?:\ba|\bAttributes)", "metrics")):
+        keys = set(re.findall(column + r"\['([^']+)'\]", sql))
+        assert keys <= _attributes(signal), (signal, keys - _attributes(signal))
+    resource_keys = set().union(*(set(res) for signal in ("logs", "traces") for res, _ in _records(run, signal)),
+                                *(set(r["ResourceAttributes"]) for r in _metric_rows(run)))
+    keys = set(re.findall(r"(?:\br|ResourceAttributes)\['([^']+)'\]", sql))
+    assert keys <= resource_keys, keys - resource_keys
+
+
+def _metric_rows(run) -> list:
+    from tests.collector import clickhouse_schema as chs
+    if not hasattr(run, "_metric_rows"):
+        rows = chs.metric_rows(run.otlp["metrics"])
+        run._metric_rows = [r for kind in rows.values() for r in kind]
+    return run._metric_rows
 
 
 def test_message_explorer_finds_a_real_message_and_links_its_trace(pipeline_run, chdb_run):
