@@ -21,7 +21,8 @@ import json
 import urllib.parse
 from dataclasses import dataclass, field
 
-from grafana_foundation_sdk.builders import bargauge, dashboard as gd, heatmap, logs, stat, table, timeseries
+from grafana_foundation_sdk.builders import bargauge, dashboard as gd, heatmap, table, timeseries
+from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import prometheus as prom_b
 from grafana_foundation_sdk.builders import loki as loki_b
 from grafana_foundation_sdk.cog import runtime as cogruntime
@@ -79,7 +80,6 @@ class Side:
     queries: list
     transformations: list = field(default_factory=list)   # [(id, options)]
     links: dict = field(default_factory=dict)             # field name -> (title, url)
-    viz: str | None = None                                # when it differs from the chart's
     needs_failure: bool = False   # healthy traffic leaves it empty (an error counter): tests check its names only
     optional: tuple = ()          # metrics a query adds `or vector(0)` for: rare events, may be absent
 
@@ -88,7 +88,7 @@ class Side:
 class Chart:
     title: str
     description: str      # what it shows, then what to do when it looks wrong
-    viz: str              # timeseries | stacked | table | heatmap | stat | bars | logs | traces
+    viz: str              # timeseries | stacked | table | heatmap | bars
     prometheus: Side
     clickhouse: Side
     unit: str = "short"
@@ -182,30 +182,25 @@ def _target(q: Query, ref: str):
 
 
 VIZ = {"timeseries": timeseries.Panel, "stacked": timeseries.Panel, "table": table.Panel,
-       "heatmap": heatmap.Panel, "stat": stat.Panel, "bars": bargauge.Panel, "logs": logs.Panel}
+       "heatmap": heatmap.Panel, "bars": bargauge.Panel}
 
 
 def _panel(chart: Chart, profile: str, pid: int, x: int, y: int):
     side: Side = getattr(chart, profile)
-    viz = side.viz or chart.viz
+    viz = chart.viz
     ds = CH_DS if profile == "clickhouse" else (
         LOKI_DS if side.queries and isinstance(side.queries[0], LogQL) else
         TEMPO_DS if side.queries and isinstance(side.queries[0], TraceQL) else PROM_DS)
-    if viz == "traces":
-        p = gd.Panel().type("traces")
-    else:
-        p = VIZ[viz]()
-    p = (p.id(pid).title(chart.title).description(chart.description).datasource(ds)
+    p = (VIZ[viz]().id(pid).title(chart.title).description(chart.description).datasource(ds)
          .grid_pos(gm.GridPos(h=chart.h, w=chart.w, x=x, y=y)))
     for i, q in enumerate(side.queries):
         p = p.with_target(_target(q, chr(ord("A") + i)))
-    if viz not in ("logs", "traces"):
-        p = p.unit(chart.unit)
-        steps = [gm.Threshold(value=None, color="green")] + [gm.Threshold(value=v, color=c)
-                                                             for v, c in chart.thresholds]
-        p = p.thresholds(gd.ThresholdsConfig().mode(gm.ThresholdsMode.ABSOLUTE).steps(steps))
-        if chart.max is not None:
-            p = p.max(chart.max)
+    p = p.unit(chart.unit)
+    steps = [gm.Threshold(value=None, color="green")] + [gm.Threshold(value=v, color=c)
+                                                         for v, c in chart.thresholds]
+    p = p.thresholds(gd.ThresholdsConfig().mode(gm.ThresholdsMode.ABSOLUTE).steps(steps))
+    if chart.max is not None:
+        p = p.max(chart.max)
     if viz == "stacked":
         p = p.stacking(_stacking()).fill_opacity(30)
     if viz in ("timeseries", "stacked") and chart.thresholds:
@@ -213,11 +208,11 @@ def _panel(chart: Chart, profile: str, pid: int, x: int, y: int):
     if viz == "heatmap":
         p = p.calculate(profile == "clickhouse")   # Prometheus buckets come ready; raw durations get bucketed
     if viz == "bars":
-        p = p.orientation(gcommon.VizOrientation.HORIZONTAL).display_mode(gcommon.BarGaugeDisplayMode.GRADIENT)
+        # every row of a table (ClickHouse) or every series (Prometheus) is a bar
+        p = (p.orientation(gcommon.VizOrientation.HORIZONTAL).display_mode(gcommon.BarGaugeDisplayMode.GRADIENT)
+             .reduce_options(cb.ReduceDataOptions().values(profile == "clickhouse").calcs(["lastNotNull"])))
     if viz == "table":
         p = p.filterable(True)
-    if viz == "logs":
-        p = p.show_time(True).wrap_log_message(True).enable_log_details(True)
     for tid, options in side.transformations:
         p = p.with_transformation(gm.DataTransformerConfig(id_val=tid, options=options))
     for field_name, unit in sorted(chart.field_units.items()):
@@ -229,12 +224,10 @@ def _panel(chart: Chart, profile: str, pid: int, x: int, y: int):
 
 
 def _stacking():
-    from grafana_foundation_sdk.builders import common as cb
     return cb.StackingConfig().mode(gcommon.StackingMode.NORMAL)
 
 
 def _threshold_lines():
-    from grafana_foundation_sdk.builders import common as cb
     return cb.GraphThresholdsStyleConfig().mode(gcommon.GraphThresholdsStyleMode.LINE)
 
 
