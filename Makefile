@@ -54,9 +54,9 @@ test-plugin:  ## the ZoneMTA plugin's own tests (node --test, real plugin host)
 docs: setup  ## regenerate docs/metrics.md from the catalog
 	$(PY) -m otel_mta.docs
 
-monitoring: setup  ## regenerate the alert and recording rules (and dashboards) from monitoring/config.yaml, copy them into the chart
+monitoring: setup  ## regenerate the dashboards, alert and recording rules from monitoring/config.yaml, copy them into the chart
 	$(PY) -m monitoring
-	helm/sync-monitoring.sh
+	bash helm/sync-monitoring.sh
 
 bench: setup  ## throughput per CPU-second, loss, RSS and latency, each beside its baseline (OTel SDK; Collector udplog)
 	$(PY) bench/remote_log.py

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from monitoring import rules
+from monitoring import dashboards, rules
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,13 +16,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true", help="write nothing; fail when an output is stale")
     args = ap.parse_args(argv)
-    stale = list(rules.generate(check=args.check))
-    try:   # the dashboards' generator (monitoring/dashboards/), when present
-        from monitoring import dashboards
-    except ImportError:
-        dashboards = None
-    if dashboards is not None:
-        stale += list(dashboards.generate(check=args.check) or [])
+    stale = list(rules.generate(check=args.check)) + list(dashboards.generate(check=args.check))
     for path in stale:
         print(f"{'stale' if args.check else 'wrote'} {path}", file=sys.stderr)
     return 1 if args.check and stale else 0
