@@ -45,15 +45,6 @@ def test_rendered_loadbalancer_config_validates(render, otelcol_bin, tmp_path):
     assert res.returncode == 0, res.stderr
 
 
-def test_backends_choose_the_pipelines_exporters(render, otelcol_bin, tmp_path):
-    docs = render(COMBOS["clickhouse-only"])
-    cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "rel-otel-mta-gateway")
-    assert 'exporters: ["clickhouse"]' in cm["data"]["backends.yaml"]
-    # the merged result is what the Collector would run
-    res = validate_deployment(otelcol_bin, docs, "rel-otel-mta-gateway", tmp_path)
-    assert res.returncode == 0, res.stderr
-
-
 def test_a_bad_extra_config_fails_validation(render, otelcol_bin, tmp_path):
     # The schema lets extraConfig through (it is free-form): the Collector must catch it.
     docs = render({"gateway.extraConfig": '{"processors": {"batch": {"timout": "5s"}}}'})
