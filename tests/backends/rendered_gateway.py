@@ -61,6 +61,7 @@ class RenderedGateway:
     env: dict[str, str]             # its literal environment
     secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)   # name -> (secret, key)
     files: dict[str, str] = field(default_factory=dict)                     # the ConfigMap's data
+    last_metrics_port: int = 0      # where the last start()ed Collector serves its own metrics
 
     @classmethod
     def from_manifests(cls, docs: list[dict], conf_dir: Path, name: str = GATEWAY) -> "RenderedGateway":
@@ -96,12 +97,17 @@ class RenderedGateway:
         assert res.returncode == 0, res.stderr
         return yaml.safe_load(res.stdout)
 
-    def start(self, otelcol_bin: Path, work: Path, secrets: dict | None = None) -> Collector:
-        """Run it on free loopback ports with its queues under `work` (start_collector sets
-        OTELCOL_OTLP_*_ENDPOINT and OTELCOL_HEALTH_ENDPOINT; its own metrics on a free port)."""
+    def start(self, otelcol_bin: Path, work: Path, secrets: dict | None = None,
+              replacing: Collector | None = None) -> Collector:
+        """Run it on free loopback ports with its queues under `work/data` (start_collector
+        sets OTELCOL_OTLP_*_ENDPOINT and OTELCOL_HEALTH_ENDPOINT; its own metrics on a free
+        port). `replacing`: a stopped Collector whose ports (and metrics port) it takes over."""
         work.mkdir(parents=True, exist_ok=True)
+        ports = (replacing.grpc_port, replacing.http_port) if replacing else None
+        if not replacing:
+            self.last_metrics_port = free_port()
         env = self._env(secrets, {"OTELCOL_DATA_DIR": str(work / "data"),
-                                  "OTELCOL_METRICS_PORT": str(free_port())})
+                                  "OTELCOL_METRICS_PORT": str(self.last_metrics_port)})
         env.pop("PATH")
         configs = [Path(a.split("=", 1)[1]) for a in self.args]
-        return start_collector(otelcol_bin, work, configs, env=env)
+        return start_collector(otelcol_bin, work, configs, env=env, ports=ports)
