@@ -5,6 +5,7 @@ which exporters exist, which pipelines feed them, which URL each one calls."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -188,6 +189,28 @@ def test_profile_renders_a_config_the_collector_accepts(helm, otelcol_bin, tmp_p
            for s in ALL_SIGNALS}
     assert fed == PROFILE_EXPORTERS[profile]
     assert set(cfg["exporters"]) == {e for es in fed.values() for e in es} | {"nop"}
+
+
+# -- docs/backends.md: every values example in it renders and validates ----------------------
+DOC = (ROOT / "docs" / "backends.md").read_text()
+DOC_VALUES = [b for b in re.findall(r"```yaml\n(.*?)```", DOC, re.S) if b.startswith("gateway:")]
+
+
+def test_the_docs_show_each_profile_as_it_is():
+    for profile in PROFILES.glob("*.yaml"):
+        i = DOC.index(f"`helm/otel-mta/profiles/{profile.name}`")
+        block = re.search(r"```yaml\n(.*?)```", DOC[i:], re.S).group(1)
+        assert yaml.safe_load(block) == yaml.safe_load(profile.read_text()), profile.name
+
+
+@pytest.mark.parametrize("block", DOC_VALUES, ids=range(len(DOC_VALUES)))
+def test_every_values_example_in_the_docs_validates(helm, otelcol_bin, tmp_path, block):
+    values = tmp_path / "values.yaml"
+    values.write_text(block)
+    gw = RenderedGateway.from_manifests(render_chart(helm, values_files=[values]), tmp_path / "conf")
+    res = gw.validate(otelcol_bin)
+    assert res.returncode == 0, res.stderr
+    assert len(gw.files) > 1          # at least one backend file beside gateway.yaml
 
 
 # -- NOTES.txt -----------------------------------------------------------------------------
