@@ -177,7 +177,7 @@ files/collector/backends/ (copies of collector-config/backends/), which adds
 {{- $tenant := false -}}
 {{- range $be := include "otel-mta.gatewayBackends" . | fromJsonArray }}
 {{- $v := index $b $be.name }}
-{{- if eq .name "clickhouse" }}
+{{- if eq $be.name "clickhouse" }}
 - {name: CLICKHOUSE_ENDPOINT, value: {{ $v.endpoint | quote }}}
 - {name: CLICKHOUSE_DATABASE, value: {{ $v.database | quote }}}
 - {name: CLICKHOUSE_USERNAME, value: {{ $v.username | quote }}}
@@ -187,24 +187,24 @@ files/collector/backends/ (copies of collector-config/backends/), which adds
   valueFrom:
     secretKeyRef: {name: {{ . | quote }}, key: {{ $v.passwordSecretKey | quote }}}
 {{- end }}
-{{- else if eq .name "prometheus" }}
+{{- else if eq $be.name "prometheus" }}
 - {name: PROMETHEUS_REMOTE_WRITE_ENDPOINT, value: {{ $v.endpoint | quote }}}
 {{- $tenant = true }}
-{{- else if eq .name "victoriametrics" }}
+{{- else if eq $be.name "victoriametrics" }}
 - {name: VICTORIAMETRICS_ENDPOINT, value: {{ $v.endpoint | trimSuffix "/" | quote }}}
-{{- else if eq .name "tempo" }}
+{{- else if eq $be.name "tempo" }}
 - {name: TEMPO_ENDPOINT, value: {{ $v.endpoint | quote }}}
 - {name: TEMPO_INSECURE, value: {{ $v.insecure | quote }}}
 {{- $tenant = true }}
-{{- else if eq .name "jaeger" }}
+{{- else if eq $be.name "jaeger" }}
 - {name: JAEGER_ENDPOINT, value: {{ $v.endpoint | quote }}}
 - {name: JAEGER_INSECURE, value: {{ $v.insecure | quote }}}
-{{- else if eq .name "loki" }}
+{{- else if eq $be.name "loki" }}
 - {name: LOKI_OTLP_ENDPOINT, value: {{ $v.endpoint | trimSuffix "/" | quote }}}
 {{- $tenant = true }}
-{{- else if eq .name "victorialogs" }}
+{{- else if eq $be.name "victorialogs" }}
 - {name: VICTORIALOGS_ENDPOINT, value: {{ $v.endpoint | trimSuffix "/" | quote }}}
-{{- else if eq .name "otlp" }}
+{{- else if eq $be.name "otlp" }}
 - {name: OTLP_ENDPOINT, value: {{ $v.endpoint | quote }}}
 {{- if eq $v.protocol "grpc" }}
 - {name: OTLP_INSECURE, value: {{ $v.insecure | quote }}}
