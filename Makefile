@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup setup-stack setup-tools setup-backends run demo test test-python test-plugin docs bench bench-system-python fuzz clean
+.PHONY: help setup setup-stack setup-tools setup-backends run demo test test-python test-plugin docs monitoring bench bench-system-python fuzz clean
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -54,6 +54,10 @@ test-plugin:  ## the ZoneMTA plugin's own tests (node --test, real plugin host)
 
 docs: setup  ## regenerate docs/metrics.md from the catalog
 	$(PY) -m otel_mta.docs
+
+monitoring: setup  ## regenerate the alert and recording rules (and dashboards) from monitoring/config.yaml, copy them into the chart
+	$(PY) -m monitoring
+	helm/sync-monitoring.sh
 
 bench: setup  ## throughput per CPU-second, loss, RSS and latency, each beside its baseline (OTel SDK; Collector udplog)
 	$(PY) bench/remote_log.py
