@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 import yaml
-from otelcol_harness import CONFIG_DIR
+from tests.collector.otelcol_harness import CONFIG_DIR
 
 README = (CONFIG_DIR / "README.md").read_text()
 ENV = {"PATH": "/usr/bin:/bin"}

@@ -11,10 +11,8 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import CHART, ROOT
-from otelcol_harness import build_collector  # tests/collector, on sys.path (conftest.py)
-
-from tests.backends.rendered_gateway import PROFILES, RenderedGateway, render_chart
+from tests.backends.rendered_gateway import CHART, PROFILES, ROOT, RenderedGateway, render_chart
+from tests.collector.otelcol_harness import build_collector
 
 INTAKE = {"traces", "logs", "metrics", "traces/discard", "logs/discard", "metrics/discard"}
 ALL_SIGNALS = ("traces", "logs", "metrics")
