@@ -17,6 +17,7 @@ from typing import Callable
 import pytest
 
 from .ferretdb import FerretDB
+from .haraka import Haraka
 from .mongo_mock import MongoReplicaSetMock
 from .redis_server import RedisServer
 from .smtp_sink import SmtpSink
@@ -24,7 +25,7 @@ from .udp_listener import UdpListener
 from .zonemta import ZoneMTA
 
 __all__ = ["redis_server", "ferretdb", "mongo_mock", "smtp_sink", "remote_log_listener",
-           "gelf_listener", "zonemta_factory", "zonemta"]
+           "gelf_listener", "zonemta_factory", "zonemta", "haraka_factory"]
 
 
 @pytest.fixture(scope="session")
@@ -124,3 +125,22 @@ def zonemta_factory(ferretdb, smtp_sink, tmp_path_factory) -> Callable[..., Zone
 def zonemta(zonemta_factory, remote_log_listener) -> ZoneMTA:
     """ZoneMTA with log.remote sent to `remote_log_listener`, mail to `smtp_sink`."""
     return zonemta_factory(remote_log_port=remote_log_listener.port)
+
+
+@pytest.fixture
+def haraka_factory(tmp_path_factory) -> Callable[..., Haraka]:
+    """Start Haraka servers with our plugin; all are stopped after the test.
+
+    factory(plugins=[...], config={file: text}, events_url=None, env=None) -> Haraka
+    """
+    started: list[Haraka] = []
+
+    def start(*, plugins: list[str], config: dict | None = None, events_url: str | None = None,
+              env: dict | None = None) -> Haraka:
+        h = Haraka(tmp_path_factory.mktemp("haraka"), plugins=plugins, config=config, events_url=events_url, env=env)
+        started.append(h)
+        return h
+
+    yield start
+    for h in reversed(started):
+        h.stop()

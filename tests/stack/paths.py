@@ -70,6 +70,14 @@ def zonemta_dir() -> Path:
     return path
 
 
+def haraka_dir() -> Path:
+    """The installed Haraka package (bin/haraka), the Haraka plugin's dev dependency."""
+    path = REPO / "haraka-plugin" / "node_modules" / "Haraka"
+    if not (path / "bin" / "haraka").exists():
+        missing(f"Haraka ({path})")
+    return path
+
+
 def require_module(name: str):
     try:
         return __import__(name)
