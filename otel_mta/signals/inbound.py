@@ -20,6 +20,7 @@ log lines masked (docs/privacy.md).
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 from datetime import datetime, timezone
@@ -50,8 +51,9 @@ _QUEUE_STAGES = frozenset(("queue", "queue_outbound"))
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
 # Haraka's log lines name the client as key=value (connect ip=..., disconnect rdns=... helo=...)
 _CLIENT_KEYS = re.compile(r"\b(ip|rdns|helo|remote|remote_ip|remote_host|host)=(\"(?:[^\"\\]|\\.)*\"|\S+)")
-_IPV4 = re.compile(r"(?<![\w.=])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])")
-_IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{1,4}(?![\w:])|(?<![\w:])::ffff:[\d.]+")
+# a run of hex digits, dots and colons with a dot or colon in it: an IP address literal if ipaddress says so
+# (after "=" it is a key's value: the client's are masked by key above, local_ip= is our own)
+_IP_CANDIDATE = re.compile(r"(?<![\w.:=])[0-9A-Fa-f:.]*[.:][0-9A-Fa-f:.]*(?![\w.:])")
 
 
 def transaction_of(queue_id: str) -> str:
@@ -336,13 +338,26 @@ class InboundSignals:
                                              line.severity_text))
 
 
+def _ip_literal(m: re.Match) -> str:
+    token = m.group(0)
+    candidates = [token]
+    if token.count(":") == 1:          # 192.0.2.7:25
+        candidates.append(token.rsplit(":", 1)[0])
+    for c in candidates:
+        try:
+            ipaddress.ip_address(c)
+        except ValueError:
+            continue
+        return "***" + token[len(c):]
+    return token
+
+
 def mask_client(text: str) -> str:
     """Client identifiers in a Haraka log line: its ip=, rdns=, helo= values
-    and IP address literals become ***."""
+    and IP address literals become *** (best effort: what Haraka's own lines
+    hold; a plugin may log a client identifier in other words)."""
     if "=" in text:
         text = _CLIENT_KEYS.sub(r"\1=***", text)
-    if "." in text:
-        text = _IPV4.sub("***", text)
-    if "::" in text or text.count(":") > 2:
-        text = _IPV6.sub("***", text)
+    if "." in text or ":" in text:
+        text = _IP_CANDIDATE.sub(_ip_literal, text)
     return text
