@@ -26,7 +26,7 @@ tests/gelf/node/node_modules: tests/gelf/node/package-lock.json
 
 setup: $(STAMP) tests/fixtures/msgpack_js/node_modules tests/gelf/node/node_modules  ## create .venv, build the C speedups, install Python and node test deps
 
-setup-stack: setup  ## Redis (apt), FerretDB (Go), ZoneMTA + Node 22 (npm), SMTP sink — cached in .cache/
+setup-stack: setup  ## Redis (apt), FerretDB (Go), ZoneMTA, WildDuck + Node 22 (npm), SMTP sink — cached in .cache/
 	PYTHON=$(abspath $(PY)) STACK_SKIP_PY=1 bash tests/stack/setup.sh
 
 setup-tools:  ## the Collector (ocb) and Helm, built from Go modules into .cache/
@@ -57,6 +57,7 @@ bench: setup  ## throughput per CPU-second, loss, RSS and latency, each beside i
 	$(PY) bench/gelf.py
 	$(PY) bench/events.py
 	$(PY) bench/grpc_batch.py
+	$(PY) bench/wildduck_poll.py
 	cd zonemta-plugin && npm run bench
 	cd haraka-plugin && npm run bench
 

@@ -58,7 +58,7 @@ def node_bin() -> Path:
     version = versions()["NODE_VERSION"]
     path = cache_dir() / "node" / version / "node_modules" / f"node-linux-{arch}" / "bin" / "node"
     if not os.access(path, os.X_OK):
-        missing(f"Node {version} for ZoneMTA ({path})")
+        missing(f"Node {version} for ZoneMTA and WildDuck ({path})")
     return path
 
 
@@ -75,6 +75,16 @@ def haraka_dir() -> Path:
     path = REPO / "haraka-plugin" / "node_modules" / "Haraka"
     if not (path / "bin" / "haraka").exists():
         missing(f"Haraka ({path})")
+    return path
+
+
+def wildduck_dir() -> Path:
+    """The installed @zone-eu/wildduck package (server.js, config/, ...), in the
+    shared cache: setup.sh installs it into .cache/wildduck/<version>/."""
+    version = versions()["WILDDUCK_VERSION"]
+    path = cache_dir() / "wildduck" / version / "node_modules" / "@zone-eu" / "wildduck"
+    if not (path / "server.js").exists():
+        missing(f"WildDuck {version} ({path})")
     return path
 
 
