@@ -68,8 +68,11 @@ function setup(plugin) {
     const push = event => reporter.add(event);
     const counters = reporter.counters;
 
-    // Each hook: bookkeeping in a try, then next() with nothing, always.
-    const hook = (name, fn, priority) => {
+    // Each hook: bookkeeping in a try, then next() with nothing, always. All
+    // run first (priority -100): a plugin that ends a hook early (DENY, or OK
+    // at rcpt_ok, queue_ok, deny...) stops the hooks after it, and ours must
+    // see every step wherever `otel-mta` is listed in config/plugins.
+    const hook = (name, fn) => {
         const method = `otel_mta_${name}`;
         plugin[method] = function (next, object, params) {
             try {
@@ -80,7 +83,7 @@ function setup(plugin) {
             }
             next();
         };
-        plugin.register_hook(name, method, priority);
+        plugin.register_hook(name, method, -100);
     };
 
     const session = new Session({ push, maxRecipients: cfg.maxRecipients, noteMessageId: cfg.outbound });
@@ -89,8 +92,7 @@ function setup(plugin) {
     hook('rcpt', (c, p, now) => session.rcpt(c, p, now));
     hook('rcpt_ok', (c, p) => session.rcptOk(c, p));
     hook('data', (c, p, now) => session.data(c, now));
-    // first of the data_post hooks: the end of the data, before any plugin refuses
-    hook('data_post', (c, p, now) => session.dataPost(c, now), -100);
+    hook('data_post', (c, p, now) => session.dataPost(c, now));
     hook('queue', c => session.queue(c));
     hook('queue_outbound', c => session.queue(c));
     hook('max_data_exceeded', (c, p, now) => session.maxDataExceeded(c, now));
@@ -119,7 +121,7 @@ function setup(plugin) {
             inLogHook = false;
             next();
         };
-        plugin.register_hook('log', 'otel_mta_log');
+        plugin.register_hook('log', 'otel_mta_log', -100);
     }
 
     lifecycle.add(reporter);

@@ -238,6 +238,9 @@ class Session {
             return;
         }
         if (st && TRANSACTION_REFUSALS.has(hook)) {
+            if (hook === 'data') {
+                st.data_start_ms = 0; // no 354: the message data never came
+            }
             const addr = hook === 'mail' ? formatted(st.mail_from) : undefined;
             const reply = denialReply(hook, retval, msg, addr, t.uuid);
             if (reply) {

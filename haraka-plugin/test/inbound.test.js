@@ -20,7 +20,8 @@ test.before(async () => {
     refusePort = await h.freePort();
     haraka = await h.startHaraka({
         ports: [await h.freePort(), refusePort],
-        plugins: ['otel-mta', 'test_policy', 'rcpt_to.in_host_list', 'queue/discard'],
+        // listed after the policy: the plugin's hooks run first anyway
+        plugins: ['test_policy', 'rcpt_to.in_host_list', 'queue/discard', 'otel-mta'],
         files: {
             'otel-mta.ini': `url=${sidecar.url}\n[buffer]\nflush_interval_ms=50\n[events]\nlog_lines=true\n`,
             'test_policy.ini': `refuse_port=${refusePort}\n`,

@@ -71,8 +71,10 @@ test('registers its hooks, the outbound ones (on by default) and log (log_lines)
         'reset_transaction',
         'send_email'
     ]);
-    const dataPost = plugins.registered_hooks.data_post.find(i => i.plugin === 'otel-mta');
-    assert.equal(dataPost.priority, -100, 'first of the data_post hooks');
+    for (const name of ours) {
+        const item = plugins.registered_hooks[name].find(i => i.plugin === 'otel-mta');
+        assert.equal(item.priority, -100, `${name}: first, so that a plugin ending the hook early cannot hide a step`);
+    }
 });
 
 test('settings: defaults, bounds, bad values replaced with a warning, the environment first', () => {
