@@ -13,7 +13,7 @@ help:  ## show the targets
 $(STAMP): pyproject.toml $(wildcard otel_mta/*.c otel_mta/*/*.c)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,top]'
 	touch $@
 
 tests/fixtures/msgpack_js/node_modules: tests/fixtures/msgpack_js/package-lock.json
@@ -65,7 +65,7 @@ SYSTEM_PYTHON ?= /usr/bin/python3
 SYSTEM_VENV := .cache/venv-system
 bench-system-python: setup  ## bench/remote_log.py on the system CPython (Debian's has PGO + LTO, like the Docker image's)
 	test -x $(SYSTEM_VENV)/bin/python || $(SYSTEM_PYTHON) -m venv $(SYSTEM_VENV)
-	$(SYSTEM_VENV)/bin/pip install -q '.[test]'
+	$(SYSTEM_VENV)/bin/pip install -q '.[test,top]'
 	$(SYSTEM_VENV)/bin/python bench/remote_log.py --runs 3
 
 fuzz: setup  ## one million hostile inputs through the decoders (C and Python must agree, no crash)

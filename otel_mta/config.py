@@ -305,6 +305,7 @@ class CorrelationSettings(_Model):
     hold: Duration = 2.0
     root_hold: Duration = 600.0
     max_open_roots: Annotated[int, Field(ge=100)] = 100_000
+    max_queued_messages: Annotated[int, Field(ge=100)] = 100_000
 
 
 class ResourceSettings(_Model):

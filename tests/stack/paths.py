@@ -39,6 +39,13 @@ def missing(what: str) -> None:
     pytest.skip(msg)
 
 
+def tmux_bin() -> str:
+    path = shutil.which("tmux")
+    if not path:
+        missing("tmux")
+    return path
+
+
 def redis_server_bin() -> str:
     path = shutil.which("redis-server")
     if not path:

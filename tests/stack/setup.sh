@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the end-to-end test stack needs, idempotently:
-#   Debian redis-server, Node (npm package node-linux-<arch>) for ZoneMTA, WildDuck
-#   and Haraka, ZoneMTA, WildDuck and Haraka from their pinned package-locks,
+#   Debian redis-server and tmux, Node (npm package node-linux-<arch>) for ZoneMTA,
+#   WildDuck and Haraka, ZoneMTA, WildDuck and Haraka from their pinned package-locks,
 #   FerretDB built from Go modules,
 #   and the PyPI packages the fixtures import.
 # Builds are cached under <repo>/.cache (git-ignored); a second run only checks.
@@ -32,6 +32,14 @@ if ! command -v redis-server >/dev/null 2>&1; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
 fi
 log "redis: $(redis-server --version | cut -d' ' -f3) ($((SECONDS - t))s)"
+
+# --- tmux (Debian package): a real terminal for `otel-mta top` (tests/test_top.py) ---
+if ! command -v tmux >/dev/null 2>&1; then
+    log "installing tmux from Debian"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tmux >/dev/null
+fi
+log "tmux: $(tmux -V)"
 
 # --- Node for ZoneMTA and WildDuck ---------------------------------------
 t=$SECONDS
