@@ -2,9 +2,9 @@
 and the self-telemetry counters, wired to one exporter.
 
 The mappings (signals/mail.py for ZoneMTA, signals/inbound.py for Haraka) have
-the same small interface: handle(event) and tick(now_ns, flush_all). They share
-the correlator (which trace a message is in), the batchers, the metric store
-and the redactor, all made here."""
+the same small interface (signals/mapping.py): handle(event) and tick(now_ns,
+flush_all). They share the correlator (which trace a message is in), the
+batchers, the metric store and the redactor, all made here."""
 from __future__ import annotations
 
 import logging
@@ -20,6 +20,7 @@ from otel_mta.signals import logs as L
 from otel_mta.signals.batch import Batcher
 from otel_mta.signals.inbound import InboundSignals
 from otel_mta.signals.mail import MailSignals
+from otel_mta.signals.mapping import Mapping
 from otel_mta.signals.metrics import MetricStore
 from otel_mta.signals.tracker import MessageTracker
 
@@ -71,7 +72,7 @@ class Pipeline:
         self.inbound = InboundSignals(resources=self.resources, logs=self.logs, spans=self.spans,
                                       metrics=self.metrics, redactor=self.redactor, correlator=self.correlator,
                                       top_n=s.metrics.top_n, hold_s=s.correlation.hold)
-        self.mappings = (self.mail, self.inbound)
+        self.mappings: tuple[Mapping, ...] = (self.mail, self.inbound)
         own = self.resources.own
         self._own = own
         self.congested = lambda: False  # the app points this at the export queue (receivers push back)
