@@ -145,10 +145,10 @@ class InboundSignals:
         attrs.update({"haraka.connection.id": t.connection_id, "mta.inbound.outcome": outcome,
                       "mta.inbound.stage": t.stage, "mta.inbound.plugin": t.plugin, "mta.smtp.code": t.code,
                       "mta.smtp.response": reply, "mta.smtp.enhanced_status": _enhanced(t.reply),
-                      "mta.message.size": t.size, "mta.recipient.count": len(accepted),
-                      "mta.transport": transport(t.client)})
+                      "mta.message.size": t.size, "mta.transport": transport(t.client)})
         red.address_list("mta.recipient", ",".join(a for a in accepted if a), red.recipient, attrs)
-        attrs["mta.recipient.count"] = len(accepted) + (t.omitted or {}).get("accepted", 0)
+        # a count is not personal: set whatever the recipient mode (address_list leaves it out with drop)
+        n = attrs["mta.recipient.count"] = len(accepted) + (t.omitted or {}).get("accepted", 0)
         span_extra = {"server.port": t.client.local_port, "tls.established": t.client.tls}
         self._client(t.client, attrs)
 
@@ -165,7 +165,6 @@ class InboundSignals:
                                           T.STATUS_ERROR if failed else 0, status_msg, events or None))
 
         # the transaction's log record
-        n = len(accepted) + (t.omitted or {}).get("accepted", 0)
         body = f"SMTP {outcome} {tid}"
         if sender_dom:
             body += f" from {sender_dom}"
