@@ -63,6 +63,8 @@ async def test_info_as_the_contrib_redisreceiver_names_it(rig, redis_poller, red
     assert one(points, "redis.db.avg_ttl", db=str(DB)).unit == "ms"   # Redis estimates it lazily: 0 at first
     assert one(points, "redis.keyspace.hits").value >= 1 and one(points, "redis.keyspace.misses").value >= 1
     assert {p.attrs["state"] for p in points["redis.cpu.time"]} >= {"sys", "user", "sys_children", "user_children"}
+    maxmemory = one(points, "redis.maxmemory")
+    assert maxmemory.kind == "gauge" and maxmemory.value == int(client.config_get("maxmemory")["maxmemory"])
     used = one(points, "redis.memory.used")
     assert used.kind == "gauge" and used.value > 100_000
     connected = one(points, "redis.clients.connected")
