@@ -160,7 +160,7 @@ class App:
     def trace_id_for_queue_id(self, queue_id: str) -> bytes | None:
         """The trace id of a queue id whose Message-ID the correlation index
         knows (learned from its QUEUED entry), else None."""
-        corr = self.pipeline.mail.corr
+        corr = self.pipeline.correlator
         mid = corr.index.get(queue_id)
         return None if mid is None else corr.trace_for_key("mid:" + mid)
 
