@@ -49,8 +49,9 @@ test: setup setup-stack setup-tools setup-backends test-plugin test-python  ## s
 test-python: setup  ## the Python tests alone (pytest; needs setup-stack, setup-tools and setup-backends done)
 	CI=$${CI:-true} $(PY) -m pytest -q -p no:cacheprovider
 
-test-plugin:  ## the ZoneMTA plugin's own tests (node --test, real plugin host)
+test-plugin:  ## the plugins' own tests (node --test): ZoneMTA's real plugin host, a real Haraka 3.3.4
 	zonemta-plugin/scripts/ci.sh
+	haraka-plugin/scripts/ci.sh
 
 docs: setup  ## regenerate docs/metrics.md from the catalog
 	$(PY) -m otel_mta.docs
@@ -66,6 +67,7 @@ bench: setup  ## throughput per CPU-second, loss, RSS and latency, each beside i
 	$(PY) bench/grpc_batch.py
 	$(PY) bench/wildduck_poll.py
 	cd zonemta-plugin && npm run bench
+	cd haraka-plugin && npm run bench
 
 SYSTEM_PYTHON ?= /usr/bin/python3
 SYSTEM_VENV := .cache/venv-system
