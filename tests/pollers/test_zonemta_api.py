@@ -11,7 +11,8 @@ import pytest
 
 from otel_mta import config
 from otel_mta.sources.zonemta_api import ZoneMTAApiPoller, queue_count
-from tests.pollers.conftest import TESTDATA, area, assert_matches_catalog, closed_port, one, values
+from tests.pollers.conftest import (TESTDATA, area, assert_matches_catalog, closed_port, one,
+                                    until_deferral_stored, values)
 
 
 @pytest.fixture
@@ -172,8 +173,8 @@ async def test_against_the_real_zonemta(rig, poller_for, zonemta, smtp_sink):
     smtp_sink.wait_for_refused(1)
     # ZoneMTA's /counter counts active, then deferred, in two queries: while the
     # deferral is being stored, one answer can count the one delivery in both
-    # states (seen under load). Poll once ZoneMTA has stored it (next try in 5 min).
-    await _until_counter(zonemta, "default", active=0, deferred=1)
+    # states (seen under load). Poll once ZoneMTA has stored it.
+    await until_deferral_stored(zonemta)
     assert await poller.poll_once(), poller.last_error
     points = export()
     deferred = values(points, "mta.queue.size", **{"mta.zone": "default", "mta.queue.state": "deferred"})
@@ -192,17 +193,6 @@ async def test_against_the_real_zonemta(rig, poller_for, zonemta, smtp_sink):
     assert _shape(live) == _shape(recorded), (live, recorded)
     zones = zonemta.api_json("/zones")
     assert _shape(zones) == _shape(json.loads((TESTDATA / "zonemta" / "zones.json").read_text())), zones
-
-
-async def _until_counter(zonemta, zone: str, timeout: float = 20, **want: int) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        doc = zonemta.api_json("/counter/zone/" + zone)
-        got = {state: queue_count(doc, state, zone) for state in want}
-        if got == want:
-            return
-        assert time.monotonic() < deadline, f"ZoneMTA's /counter for {zone}: {got}, waited for {want}"
-        await asyncio.sleep(0.1)
 
 
 def _shape(doc):
