@@ -319,7 +319,7 @@ class GelfMapper:
         # correlation: the shared trace-id derivation
         trace_id = span_id = None
         if mid is None and qid is not None:
-            mid = self.corr.index.get(qid)
+            mid = self.corr.index.get(qid) or None    # "": the message has no Message-ID
             if mid is not None:
                 attrs["mta.message_id"] = mid
         if mid is not None:
