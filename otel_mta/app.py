@@ -83,9 +83,11 @@ class App:
             task.cancel()
         for source in self.sources:
             try:
-                # one source that will not stop must not cost the others their flush
-                await asyncio.wait_for(source.stop(), SOURCE_STOP_S)
-            except (asyncio.TimeoutError, TimeoutError):
+                # one source that will not stop must not cost the others their flush;
+                # asyncio.timeout, not wait_for, whose lost cancels (3.11) could hang here
+                async with asyncio.timeout(SOURCE_STOP_S):
+                    await source.stop()
+            except TimeoutError:
                 log.warning("stopping %s took over %.0f s; going on without it", source.name, SOURCE_STOP_S)
             except Exception:  # keep shutting the others down
                 log.exception("stopping %s failed", source.name)

@@ -351,9 +351,10 @@ class MongoDBPoller(Poller):
         staged = Points()
         try:
             if left <= 0:
-                raise asyncio.TimeoutError
-            complete = await asyncio.wait_for(self._queue(staged), left)
-        except (asyncio.TimeoutError, TimeoutError):
+                raise TimeoutError
+            async with asyncio.timeout(left):   # not wait_for: a stop()'s cancel must get through
+                complete = await self._queue(staged)
+        except TimeoutError:
             self._notes.append(f"{self._queue_name}: not queried within the poll's timeout, left out")
             return
         if not complete:    # all of the queue or nothing of it
