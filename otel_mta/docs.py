@@ -32,7 +32,12 @@ def render_metrics_md() -> str:
         out.append("")
     out += ["## Attributes", "", "| attribute | type | on | description |", "|---|---|---|---|"]
     for a in sorted(c.attributes.values(), key=lambda a: a.name):
-        out.append(f"| `{a.name}` | {a.type} | {', '.join(a.signals)} | {a.description} |")
+        capped = " Free text: at most `limits.free_text_length` characters." if a.free_text else ""
+        out.append(f"| `{a.name}` | {a.type} | {', '.join(a.signals)} | {a.description}{capped} |")
+    prefixes = ", ".join(f"`{p}*`" for p in c.passthrough_prefixes)
+    out += ["", f"Fields passed through by name ({prefixes}) are free text too. Attribute values longer",
+            "than the limits (docs/configuration.md, `limits`) are cut and counted in",
+            "`otelmta_attribute_values_truncated`."]
     return "\n".join(out) + "\n"
 
 

@@ -12,6 +12,7 @@ from otel_mta.model import LogLine
 from otel_mta.privacy import Redactor
 from otel_mta.resources import Resources
 from otel_mta.signals import logs as L
+from otel_mta.signals import wire
 from otel_mta.signals.batch import Batcher
 from otel_mta.signals.mail import MailSignals
 from otel_mta.signals.metrics import MetricStore
@@ -45,7 +46,11 @@ class Pipeline:
         self.resources = Resources(extra=s.resource.attributes, self_service=s.resource.service_name,
                                    zonemta_service=s.resource.zonemta_service_name,
                                    instance_id=s.resource.instance_id)
-        self.metrics = MetricStore(catalog.load(), max_series=s.metrics.max_series)
+        cat = catalog.load()
+        self.metrics = MetricStore(cat, max_series=s.metrics.max_series)
+        lim = s.limits
+        wire.set_limits(lim.for_logs(), lim.for_spans(), lim.free_text_length, cat.free_text_keys(),
+                        cat.passthrough_prefixes)
         self.logs = Batcher("logs", submit, s.batch.max_batch)
         self.spans = Batcher("traces", submit, s.batch.max_batch)
         p = s.privacy
@@ -65,6 +70,9 @@ class Pipeline:
         self._accepted = self.metrics.counter("otelmta_receiver_accepted_records")
         self._refused = self.metrics.counter("otelmta_receiver_refused_records")
         self._dropped = self.metrics.counter("otelmta_receiver_dropped_records")
+        truncated = self.metrics.counter("otelmta_attribute_values_truncated")
+        self.metrics.before_collect(lambda: [truncated.observe(n, own, (signal,))
+                                             for signal, n in wire.truncations().items()])
 
     # self-telemetry, for sources
     def accepted(self, receiver: str, transport: str, n: int = 1) -> None:

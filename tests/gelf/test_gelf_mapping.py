@@ -181,3 +181,33 @@ async def test_a_line_number_int_cannot_read_is_kept_as_text(gelf):
     send(g, {"short_message": "x", "host": "h", "line": "\u00b2"}, {"short_message": "y", "host": "h", "_line": "9" * 30})
     assert [a["code.line.number"] for _, a, _ in await g.records(2)] == ["\u00b2", "9" * 30]
     assert g.refused() == {}
+
+
+async def test_huge_free_text_is_cut_to_the_default_and_counted(gelf):
+    """A 200,000-character full_message, stack trace and passed-through field
+    (well within the 1 MiB message limit) keep 4,096 characters each by
+    default; short fields and identifiers are untouched; the cuts are counted."""
+    g = await gelf()
+    big = "é" + "x" * 199_999
+    send(g, {"short_message": "boom", "host": "h", "full_message": big, "_stack": big, "_detail": big,
+             "_error": "short error", "_queue_id": "18c5f3d2a3e0001234"})
+    [(_, a, rec)] = await g.records(1)
+    assert len(a["gelf.full_message"]) == len(a["exception.stacktrace"]) == len(a["gelf.detail"]) == 4096
+    assert a["gelf.full_message"] == big[:4096]
+    assert a["error.message"] == "short error" and a["mta.queue_id"] == "18c5f3d2a3e0001234"
+    assert len(rec.SerializeToString()) < 20_000
+    g.export_metrics()
+    [point] = [p for a, p in g.received.last_points("otelmta_attribute_values_truncated") if a["signal"] == "logs"]
+    assert point.as_int >= 3
+
+
+async def test_otel_attribute_value_length_limits_cut_every_string(gelf):
+    g = await gelf({"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "1000", "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT": "12",
+                    "OTEL_MTA_FREE_TEXT_LENGTH_LIMIT": "off"})
+    send(g, {"short_message": "a body is not an attribute: never cut", "host": "h", "full_message": "y" * 50,
+             "_queue_id": "18c5f3d2a3e0001234", "_n": 12345678901234, "_list": ["a" * 20, "b"]})
+    [(_, a, rec)] = await g.records(1)
+    assert a["gelf.full_message"] == "y" * 12 and a["mta.queue_id"] == "18c5f3d2a3e0"   # the log record limit wins
+    assert a["gelf.n"] == 12345678901234                 # numbers are never cut
+    assert a["gelf.list"] == '["aaaaaaaaaa'             # GELF arrays arrive as JSON text
+    assert rec.body.string_value == "a body is not an attribute: never cut"
