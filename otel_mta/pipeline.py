@@ -70,6 +70,9 @@ class Pipeline:
         self._accepted = self.metrics.counter("otelmta_receiver_accepted_records")
         self._refused = self.metrics.counter("otelmta_receiver_refused_records")
         self._dropped = self.metrics.counter("otelmta_receiver_dropped_records")
+        self._deduplicated = self.metrics.counter("otelmta_receiver_deduplicated_records")
+        self._pushed_back = self.metrics.counter("otelmta_receiver_pushed_back_requests")
+        self.metrics.before_collect(self._count_losses)
         truncated = self.metrics.counter("otelmta_attribute_values_truncated")
         self.metrics.before_collect(lambda: [truncated.observe(n, own, (signal,))
                                              for signal, n in wire.truncations().items()])
@@ -82,7 +85,28 @@ class Pipeline:
         self._refused.add(n, self._own, (receiver, transport, reason))
 
     def dropped(self, receiver: str, transport: str, reason: str, n: int = 1) -> None:
+        """Records lost (a full buffer, a chunk set that never completed, ...)."""
         self._dropped.add(n, self._own, (receiver, transport, reason))
+
+    def deduplicated(self, receiver: str, transport: str | None, reason: str, n: int = 1) -> None:
+        """Records ignored on purpose because the same one arrived already: not a loss."""
+        self._deduplicated.add(n, self._own, (receiver, transport, reason))
+
+    def pushed_back(self, receiver: str, transport: str, reason: str) -> None:
+        """A request answered 503 + Retry-After (nothing of it was read)."""
+        self._pushed_back.add(1, self._own, (receiver, transport, reason))
+
+    def _count_losses(self) -> None:
+        """What the pipeline's own tables forgot, and what the metric store folded away."""
+        m, own, mail = self.metrics, self._own, self.mail
+        evicted = m.counter("otelmta_correlation_evicted")
+        evicted.observe(mail.corr.index.evicted, own, ("queue_ids",))
+        evicted.observe(mail.attempts_evicted, own, ("attempts",))
+        evicted.observe(self.tracker.evicted, own, ("root_spans",))
+        overflowed = m.counter("otelmta_metric_points_overflowed")
+        for name, inst in list(m.instruments.items()):
+            if inst.overflowed:
+                overflowed.observe(inst.overflowed, own, (name,))
 
     def emit_log_line(self, line: LogLine, cached_keys: frozenset = frozenset()) -> None:
         """A log line from another producer (GELF): encode and batch it."""

@@ -114,7 +114,7 @@ class MailSignals:
         self.m_bounces = m.counter("mta.bounce.generated")
         self.m_checks = m.counter("mta.message.checks")
         self.m_unresolved = m.counter("otelmta_correlation_unresolved")
-        self.m_dups = m.counter("otelmta_receiver_dropped_records")
+        self.m_dups = m.counter("otelmta_receiver_deduplicated_records")
         # the two busiest counters are counted in plain dicts and added to the
         # store before each collection: a dict update costs a third of Counter.add
         self._n_attempts: dict = {}
@@ -149,6 +149,11 @@ class MailSignals:
             for _, held in self._held.pop(event.queue_id, ()):
                 self.held -= 1
                 self._emit(held)
+
+    @property
+    def attempts_evicted(self) -> int:
+        """Attempt spans forgotten (the table was full) before a plugin's late phases could find them."""
+        return self._attempts.evicted
 
     def expect_phases(self, for_s: float = 900.0) -> None:
         """A plugin is reporting: let attempt spans wait for their phases for the

@@ -145,7 +145,7 @@ def test_both_channels_on_nothing_is_counted_twice(capture, js_encode):
     assert len(delivery_spans) == len(set(delivery_spans)) == 4
     assert sum(pt.as_int for _, pt in attempts(rx)) == 4
     assert sum(pt.as_int for _, pt in rx.last_points("mta.message.queued")) == 2
-    dups = {a["receiver"]: pt.as_int for a, pt in rx.last_points("otelmta_receiver_dropped_records")
+    dups = {a["receiver"]: pt.as_int for a, pt in rx.last_points("otelmta_receiver_deduplicated_records")
             if a["reason"] == "duplicate"}
     assert dups == {"events": half, "remote_log": len(ENTRIES) - half}
 

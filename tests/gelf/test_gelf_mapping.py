@@ -130,6 +130,9 @@ async def test_hosts_beyond_the_limit_stay_out_of_the_resource(gelf):
     recs = await g.records(6)
     assert len({(res["service.name"], res["host.name"]) for res, _, _ in recs}) <= 4
     assert [a.get("gelf.host") for _, a, _ in recs][3:] == ["host-3", "host-4", "host-5"]
+    g.export_metrics()
+    [(_, over)] = g.received.last_points("otelmta_gelf_hosts_over_limit")
+    assert over.as_int == 3
 
 
 # -- the sidecar process -----------------------------------------------------------
