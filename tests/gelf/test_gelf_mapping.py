@@ -214,3 +214,24 @@ async def test_otel_attribute_value_length_limits_cut_every_string(gelf):
     assert a["gelf.n"] == 12345678901234                 # numbers are never cut
     assert a["gelf.list"] == '["aaaaaaaaaa'             # GELF arrays arrive as JSON text
     assert rec.body.string_value == "a body is not an attribute: never cut"
+
+
+async def test_code_is_an_error_type_only_on_a_failure(gelf):
+    """`_code` becomes error.type only when the record is a failure; otherwise
+    it is the plain attribute gelf.code, so that a query for errors
+    (error.type present) does not find WildDuck's successful stores."""
+    g = await gelf()
+    send(g,
+         {"short_message": "WILDDUCK [STORE] stored", "host": "h", "_component": "wildduck",
+          "_mail_action": "store", "_code": 250},
+         # WildDuck's filter-handler.js, a forward that was not made (its real fields)
+         {"short_message": "[FRWRDFAIL] Skipped forwarding due to rate limiting", "host": "h",
+          "_component": "wildduck", "_mail_action": "forward", "_error": "Skipped forwarding due to rate limiting",
+          "_code": "ERATELIMIT", "_forwarded": "no"},
+         {"short_message": "MTA [QUEUE_STORE_FAILED] could not store", "host": "h", "_component": "mta",
+          "_code": "E11000"},                                          # ZoneMTA's GELF: failures only
+         {"short_message": "job done", "host": "h", "level": 6, "_code": "OK"},
+         {"short_message": "job failed", "host": "h", "level": 3, "_code": 17})
+    got = [a for _, a, _ in await g.records(5)]
+    assert [(a.get("error.type"), a.get("gelf.code")) for a in got] == [
+        (None, 250), ("ERATELIMIT", None), ("E11000", None), (None, "OK"), ("17", None)]
