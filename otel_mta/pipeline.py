@@ -101,6 +101,7 @@ class Pipeline:
         m, own, mail = self.metrics, self._own, self.mail
         evicted = m.counter("otelmta_correlation_evicted")
         evicted.observe(mail.corr.index.evicted, own, ("queue_ids",))
+        evicted.observe(mail.corr.hints.evicted, own, ("gelf_hints",))
         evicted.observe(mail.attempts_evicted, own, ("attempts",))
         evicted.observe(self.tracker.evicted, own, ("root_spans",))
         overflowed = m.counter("otelmta_metric_points_overflowed")

@@ -49,7 +49,7 @@ def test_evictions_of_the_correlation_tables_are_counted(tmp_path, js_encode):
     p.mail.tick(flush_all=True)
     evicted = {a["table"]: pt.as_int for a, pt in collect(p, rx).last_points("otelmta_correlation_evicted")}
     # the index keeps at least the latest half of its size: 301 queue ids in (the ACCEPTED one too), 51 kept
-    assert evicted == {"queue_ids": 250, "root_spans": 200, "attempts": 3}
+    assert evicted == {"queue_ids": 250, "root_spans": 200, "attempts": 3, "gelf_hints": 0}
     assert len(p.mail.corr.index) == 51
 
 

@@ -96,7 +96,9 @@ async def test_zonemta_error_event_joins_the_message_trace(gelf):
 async def test_wildduck_forward_and_zonemta_delivery_share_a_trace(gelf):
     """WildDuck logs the RFC Message-ID (`_message_id`) and the ZoneMTA queue id
     of the forwarded copy (`_target_queue_id`); ZoneMTA's later entries for
-    that queue id must land in the same trace."""
+    that queue id land in the same trace: WildDuck's maildrop queues the
+    message as it is, so its delivery entries carry the same Message-ID
+    (lib/maildropper.js adds one only when missing)."""
     g = await gelf()
     mid = "<CAF=abc123@mail.Example.COM>"
     forward_qid = "18f2ffff00001"
@@ -110,10 +112,10 @@ async def test_wildduck_forward_and_zonemta_delivery_share_a_trace(gelf):
              "_sender": "alice@sender.example", "_recipient": "bob@example.com", "_message_id": mid}
     await node_gelf_send(g.port, [forward, store])
     await g.records(2)
-    # ZoneMTA delivers the forwarded copy; its remote-log entry only names the queue id
+    # ZoneMTA delivers the forwarded copy (`messageId: delivery.messageId || delivery.id`)
     g.pipeline.mail.handle(MailEvent("ACCEPTED", forward_qid, "001", {
         "id": forward_qid, "seq": "001", "action": "ACCEPTED", "zone": "default", "to": "bob@elsewhere.example",
-        "mx": "mx.elsewhere.example", "response": "250 OK"}, time.time_ns(), "remote_log"))
+        "mx": "mx.elsewhere.example", "response": "250 OK", "messageId": mid}, time.time_ns(), "remote_log"))
     records = await g.records(3)
     traces = {r.trace_id for _, _, r in records}
     assert traces == {ids.trace_id_for(mid, None)}

@@ -85,7 +85,8 @@ async def test_haraka_message_id_is_an_rfc_message_id(gelf):
              "_queue_id": "haraka-q1"})
     [(_, a, rec)] = await g.records(1)
     assert a["mta.message_id"] == "x@y.example" and rec.trace_id == ids.trace_id_for("x@y.example", None)
-    assert g.pipeline.mail.corr.index.get("haraka-q1") == "x@y.example"
+    assert g.pipeline.mail.corr.untrusted_message_id("haraka-q1") == "x@y.example"   # for other GELF records
+    assert g.pipeline.mail.corr.index.get("haraka-q1") is None                         # never for ZoneMTA's
 
 
 WILDDUCK_RCPT = {"short_message": "WILDDUCK [RCPT TO: bob@rcpt.example] sess-9", "host": "api-1",
@@ -105,8 +106,8 @@ async def test_privacy_defaults_keep_nothing_personal(gelf):
     assert rec.body.string_value == "WILDDUCK [RCPT TO: ***@rcpt.example] sess-9"
     assert a["mta.recipient.domain"] == "rcpt.example" and a["mta.sender.domain"] == "sender.example"
     assert a["mta.queue_id"] == "190abc" and a["session.id"] == "sess-9"
-    # the queue id now leads ZoneMTA's entries to this Message-ID
-    assert g.pipeline.mail.corr.index.get("190abc") == "m1@sender.example"
+    # the queue id now leads other GELF records (ZoneMTA's, WildDuck's) to this Message-ID
+    assert g.pipeline.mail.corr.untrusted_message_id("190abc") == "m1@sender.example"
 
 
 async def test_privacy_full_and_hmac(gelf):
@@ -176,7 +177,7 @@ async def test_message_id_is_normalised_once_as_the_remote_log_does(gelf):
     queued = MailEvent("QUEUED", "q-2", None, {"id": "q-2", "action": "QUEUED", "message-id": raw}, 0, "remote_log")
     trace, mid = g.pipeline.mail.corr.resolve(queued)
     assert a["mta.message_id"] == mid == "<m2@sender.example>" and rec.trace_id == trace
-    assert g.pipeline.mail.corr.index.get("fq-2") == mid
+    assert g.pipeline.mail.corr.untrusted_message_id("fq-2") == mid
 
 
 async def test_a_line_number_int_cannot_read_is_kept_as_text(gelf):
@@ -235,3 +236,51 @@ async def test_code_is_an_error_type_only_on_a_failure(gelf):
     got = [a for _, a, _ in await g.records(5)]
     assert [(a.get("error.type"), a.get("gelf.code")) for a in got] == [
         (None, 250), ("ERATELIMIT", None), ("E11000", None), (None, "OK"), ("17", None)]
+
+
+# -- trust: GELF is unauthenticated UDP ------------------------------------------------
+async def test_gelf_cannot_move_zonemta_entries_into_another_trace(gelf, js_encode):
+    """Anyone who can send a UDP datagram can send GELF. A message naming a
+    queue id the remote log established (QUEUED) with another Message-ID, or
+    claiming a queue id first, must not move ZoneMTA's own entries of that
+    queue id (which carry only the queue id) into another trace: GELF only
+    gives hints to other GELF records (docs/trace-ids.md)."""
+    from otel_mta.sources.remote_log import RemoteLogSource
+    g = await gelf()
+    remote = RemoteLogSource(g.pipeline, g.settings.sources.remote_log)
+    qid, mid = "18c5f3d2a3e0001234", "real@mail.example.org"
+    real = ids.trace_id_for(mid, None)
+    forged = ids.trace_id_for("forged@attacker.example", None)
+    for d in js_encode([{"id": qid, "action": "QUEUED", "message-id": f"<{mid}>", "from": "a@x.example",
+                         "to": "b@y.example", "interface": "feeder"}]):
+        remote.handle_datagram(d)
+    hostile = {"short_message": "WILDDUCK [FRWRDOK] x", "host": "h", "_component": "wildduck",
+               "_mail_action": "forward", "_message_id": "<forged@attacker.example>", "_queue_id": qid,
+               "_target_queue_id": "18c5f3d2a3e0009999"}
+    send(g, hostile)
+    # entries that carry only the queue id: a bounce of the known message, a drop of the claimed one
+    for d in js_encode([{"id": qid, "seq": "001", "action": "QUEUE_BOUNCE", "bounceType": "failure",
+                         "queued": "yes", "bounceId": "18c5f3d2a3e0005555"},
+                        {"id": "18c5f3d2a3e0009999", "seq": "001", "action": "DROP", "reason": "suppressed",
+                         "recipient": "c@z.example"}]):
+        remote.handle_datagram(d)
+    recs = await g.records(4)
+    by_action = {a.get("mta.action"): r.trace_id for _, a, r in recs}
+    assert by_action["QUEUED"] == by_action["QUEUE_BOUNCE"] == real
+    assert by_action["DROP"] == ids.trace_id_for(None, "18c5f3d2a3e0009999")   # its own queue id, not forged
+    [gelf_rec] = [r for _, a, r in recs if "mta.action" not in a]
+    assert gelf_rec.trace_id == forged          # the hostile record mislabels only itself
+    assert g.pipeline.mail.corr.index.get(qid) == mid
+    assert g.pipeline.mail.corr.index.get("18c5f3d2a3e0009999") is None
+
+
+async def test_gelf_records_still_join_each_other_through_hints(gelf):
+    """WildDuck names a queue id with its Message-ID; ZoneMTA's GELF error for
+    that queue id (its `_message_id` is the queue id) joins the same trace."""
+    g = await gelf()
+    send(g, {"short_message": "WILDDUCK [FRWRDOK] Scheduled forwarding", "host": "h", "_component": "wildduck",
+             "_mail_action": "forward", "_message_id": "<m9@sender.example>", "_target_queue_id": "18f2ffff00009"},
+         {"short_message": "MTA [QUEUE_FETCH_FAILED] could not fetch", "host": "h", "_component": "mta",
+          "_message_id": "18f2ffff00009"})
+    recs = await g.records(2)
+    assert {r.trace_id for _, _, r in recs} == {ids.trace_id_for("m9@sender.example", None)}

@@ -11,8 +11,11 @@
   resource's service.name and decides what `_message_id` means: in ZoneMTA it
   is the queue id, elsewhere the RFC 5322 Message-ID.
 - Trace id: the Message-ID's, else the Message-ID the correlator learned for
-  the queue id, else the queue id's — the derivation ZoneMTA's own telemetry
-  uses (docs/trace-ids.md), so a WildDuck log joins ZoneMTA's trace.
+  the queue id (from the remote log or the plugin, else from other GELF
+  messages), else the queue id's — the derivation ZoneMTA's own telemetry
+  uses (docs/trace-ids.md), so a WildDuck log joins ZoneMTA's trace. What a
+  GELF message says about a queue id is only a hint for other GELF records:
+  GELF is unauthenticated, so it never moves ZoneMTA's own entries.
 - Personal fields follow privacy.* and their values are masked wherever they
   are echoed in the body or in other text; e-mail addresses in any text are
   reduced to ***@domain unless recipients are `full`.
@@ -326,17 +329,18 @@ class GelfMapper:
         # correlation: the shared trace-id derivation
         trace_id = span_id = None
         if mid is None and qid is not None:
-            mid = self.corr.index.get(qid)
+            mid = self.corr.untrusted_message_id(qid)
             if mid is not None:
                 attrs["mta.message_id"] = mid
         if mid is not None:
-            # `mid` is normalised already: into the index as it is (corr.learn
-            # would normalise it again)
+            # `mid` is normalised already: into the hints as it is
             trace_id = self.corr.trace_for_key("mid:" + mid)
+            # unauthenticated: a hint for other GELF records, never the trusted
+            # index that places ZoneMTA's own entries (docs/trace-ids.md)
             if qid is not None:
-                self.corr.index.put(qid, mid)
+                self.corr.hint(qid, mid)
             if target_qid is not None:
-                self.corr.index.put(target_qid, mid)
+                self.corr.hint(target_qid, mid)
         elif qid is not None:
             key = ids.trace_key(None, qid)
             if key is not None:
