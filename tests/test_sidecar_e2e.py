@@ -279,3 +279,28 @@ def test_sigterm_ends_the_sidecar_with_exit_0_even_when_a_poll_task_ignores_its_
                 proc.wait()
     text = log.read_text()
     assert "host poll task ignored its cancel" in text and "stopped: exported" in text, text
+
+
+def test_check_beside_a_running_sidecar_says_whose_port_it_is(sidecar):
+    """`otel-mta check` in a pod whose sidecar runs: the listener's port is
+    taken by that sidecar, which its health endpoint confirms: ok, not a
+    failure. A port taken by anything else is a failure that says where a
+    running otel-mta would have answered."""
+    import socket
+    sc = sidecar()
+    env = {k: v for k, v in sc.env.items() if k.startswith(("OTEL_", "PYTHON"))}
+    res = _cli("check", env=env, cwd=sc.data_dir.parent)
+    assert res.returncode == 0, res.stdout + res.stderr
+    [row] = [r for r in res.stdout.splitlines() if r.startswith("remote_log")]
+    assert " ok " in row and "Address already in use" not in row
+    assert f"port in use by the otel-mta running here (http://127.0.0.1:{sc.health_port}/readyz" in row
+    assert sc.terminate() == 0
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", sc.remote_log_port))
+    try:
+        res = _cli("check", env=env, cwd=sc.data_dir.parent)
+    finally:
+        taken.close()
+    assert res.returncode == 1
+    [row] = [r for r in res.stdout.splitlines() if r.startswith("remote_log")]
+    assert "FAIL" in row and f"a running otel-mta would answer at http://127.0.0.1:{sc.health_port}/healthz" in row

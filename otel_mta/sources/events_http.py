@@ -31,7 +31,7 @@ import orjson
 from aiohttp import web
 
 from otel_mta.pipeline import RateLimitedLog
-from otel_mta.sources.base import CheckResult, Source
+from otel_mta.sources.base import CheckResult, Source, cannot_bind
 from otel_mta.sources.events_ingest import Ingest, Result
 from otel_mta.sources.events_schema import Invalid, check_batch
 
@@ -149,7 +149,7 @@ class EventsSource(Source):
         try:
             _bind_check(self.host, self.port)
         except OSError as err:
-            return CheckResult(self.name, self.endpoint, False, f"cannot bind: {err.strerror}")
+            return cannot_bind(self.name, self.endpoint, err)
         return CheckResult(self.name, self.endpoint, True, "port is free; " + self._auth_note())
 
     def status(self) -> dict:

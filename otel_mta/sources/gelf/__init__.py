@@ -19,7 +19,7 @@ import logging
 import time
 
 from otel_mta.pipeline import RateLimitedLog
-from otel_mta.sources.base import CheckResult, Source
+from otel_mta.sources.base import CheckResult, Source, cannot_bind
 from otel_mta.sources.gelf.chunks import Reassembler
 from otel_mta.sources.gelf.decode import GelfError, decode, parse_json
 from otel_mta.sources.gelf.http import HttpListener
@@ -120,11 +120,11 @@ class GelfSource(Source):
         try:
             sock = bind_udp(self.host, self.port, 0)
         except OSError as err:
-            return CheckResult(self.name, self.endpoint, False, f"cannot bind UDP: {err.strerror}")
+            return cannot_bind(self.name, self.endpoint, err, " UDP")
         try:
             bind_tcp(self.host, sock.getsockname()[1]).close()
         except OSError as err:
-            return CheckResult(self.name, self.endpoint, False, f"cannot bind TCP: {err.strerror}")
+            return cannot_bind(self.name, self.endpoint, err, " TCP")
         finally:
             sock.close()
         return CheckResult(self.name, self.endpoint, True,
