@@ -1,5 +1,7 @@
 """Configuration: a YAML file, then environment variables (which win), validated
 into one Settings object. docs/configuration.md lists every key and variable.
+The classes below are checked by settings_base.py (pydantic's syntax, without
+pydantic's memory).
 
 A bad value raises ConfigError with one line naming the key (and the variable
 it came from), the value and what is expected; the CLI prints it and exits 2.
@@ -12,7 +14,7 @@ from typing import Annotated, Any, Literal, Mapping
 from urllib.parse import unquote, urlsplit
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from otel_mta.settings_base import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 
 class ConfigError(Exception):
