@@ -56,6 +56,7 @@ bench: setup  ## throughput per CPU-second, loss, RSS and latency, each beside i
 	$(PY) bench/gelf.py
 	$(PY) bench/events.py
 	$(PY) bench/grpc_batch.py
+	$(PY) bench/footprint.py
 	cd zonemta-plugin && npm run bench
 
 SYSTEM_PYTHON ?= /usr/bin/python3
