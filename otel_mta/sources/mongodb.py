@@ -31,6 +31,11 @@ import time
 import uuid
 from urllib.parse import unquote
 
+# imported with this module, i.e. only when the MongoDB poller is on (sources/__init__.py),
+# and at start: an import at the first poll would hold up the event loop
+from pymongo import AsyncMongoClient, errors
+from pymongo.read_preferences import ReadPreference
+
 from otel_mta.sources.poller import Points, PollError, Poller, StartTimes
 
 log = logging.getLogger("otel_mta.mongodb")
@@ -118,8 +123,6 @@ class MongoDBPoller(Poller):
     # -- client ----------------------------------------------------------------------
     def _mongo(self):
         if self._client is None:
-            from pymongo import AsyncMongoClient
-            from pymongo.read_preferences import ReadPreference
             modes = {"primary": ReadPreference.PRIMARY, "primaryPreferred": ReadPreference.PRIMARY_PREFERRED,
                      "secondary": ReadPreference.SECONDARY,
                      "secondaryPreferred": ReadPreference.SECONDARY_PREFERRED,
@@ -148,7 +151,6 @@ class MongoDBPoller(Poller):
 
     # -- poll ------------------------------------------------------------------------
     async def collect(self, points: Points) -> None:
-        from pymongo import errors
         self._notes = []
         try:
             status = await self._command("admin", "serverStatus")
@@ -236,7 +238,6 @@ class MongoDBPoller(Poller):
     async def _databases(self, status: dict, add) -> list[str]:
         """dbStats per database; and, as contrib does, serverStatus' connections,
         document operations and memory once per database (db.namespace)."""
-        from pymongo import errors
         try:
             listed = await self._command("admin", "listDatabases", nameOnly=True)
         except errors.OperationFailure as err:
@@ -270,7 +271,6 @@ class MongoDBPoller(Poller):
     async def _index_access(self, db: str, add, budget: int) -> int:
         """$indexStats per collection: accesses of all its indexes (contrib's
         mongodb.index.access.count). Index metadata only, never documents."""
-        from pymongo import errors
         try:
             listed = await self._command(db, {"listCollections": 1, "nameOnly": True,
                                               "filter": {"type": "collection"}})
@@ -296,7 +296,6 @@ class MongoDBPoller(Poller):
     async def _top(self, add) -> None:
         """`top`: time spent per operation type over all collections. MongoDB
         reports microseconds; contrib's unit is ms, so this converts."""
-        from pymongo import errors
         try:
             top = await self._command("admin", "top")
         except errors.OperationFailure as err:
@@ -312,7 +311,6 @@ class MongoDBPoller(Poller):
             add("mongodb.operation.time", (op,), micros // 1000)
 
     async def _replica_set(self, points: Points, res) -> None:
-        from pymongo import errors
         self._replset = None
         try:
             rs = await self._command("admin", "replSetGetStatus")
@@ -372,7 +370,6 @@ class MongoDBPoller(Poller):
         - deferred: seconds since the oldest deferred delivery was queued
           (now - created), i.e. how close it is to bouncing.
         """
-        from pymongo import errors
         coll = self._mongo()[self.queue_db].get_collection(self.queue_collection, read_preference=self._rp)
         res = self.pipeline.resources.zonemta
         ms = self._max_ms
