@@ -18,6 +18,7 @@ from otel_mta.health import HealthServer
 from otel_mta.memory import RequestBuffers
 from otel_mta.pipeline import Pipeline
 from otel_mta.sources import enabled_sources, mail_channels
+from otel_mta.status import SAMPLE_S, StatusBoard
 
 log = logging.getLogger("otel_mta")
 SHUTDOWN_BUDGET_S = 8.0   # of the 10 s Kubernetes and the issue allow
@@ -31,6 +32,7 @@ class App:
         self.pipeline = Pipeline(settings, self.exporter.submit, mail_channels(settings))
         self.pipeline.congested = self.exporter.queue.congested
         self.sources = enabled_sources(settings, self.pipeline)
+        self.status = StatusBoard(self)   # GET /status on the health endpoint, for `otel-mta top`
         h = settings.health.endpoint
         self.health = HealthServer(h[0], h[1], self) if h else None
         self._stop = asyncio.Event()
@@ -69,6 +71,7 @@ class App:
             asyncio.create_task(self._every(s.metrics.interval, self.export_metrics)),
             asyncio.create_task(self._every(60.0, self._status_line)),
             asyncio.create_task(self._every(1.0, self._tune_memory)),
+            asyncio.create_task(self._every(SAMPLE_S, self.status.sample)),
         ]
         await self._stop.wait()
         log.info("stopping: no longer receiving, flushing")
@@ -164,6 +167,13 @@ class App:
                     "healthy": self.exporter.healthy, "last_error": self.exporter.stats.last_error}
         ready = all(s["ready"] for s in sources.values())
         return ready, {"sources": sources, "exporter": exporter}
+
+    def trace_id_for_queue_id(self, queue_id: str) -> bytes | None:
+        """The trace id of a queue id whose Message-ID the correlation index
+        knows (learned from its QUEUED entry), else None."""
+        corr = self.pipeline.mail.corr
+        mid = corr.index.get(queue_id)
+        return None if mid is None else corr.trace_for_key("mid:" + mid)
 
     def _announce(self) -> None:
         parts = [f"{s.name} on {s.endpoint}" for s in self.sources] or ["no sources enabled"]

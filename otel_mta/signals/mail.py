@@ -26,6 +26,7 @@ from otel_mta.signals import traces as T
 from otel_mta.signals.batch import Batcher
 from otel_mta.signals.fields import delivery_fields, num, queued_fields
 from otel_mta.signals.metrics import MetricStore
+from otel_mta.signals.recent import LastReplies
 from otel_mta.signals.tracker import MessageTracker
 
 log = logging.getLogger("otel_mta.mail")
@@ -112,8 +113,10 @@ class MailSignals:
         self._early: OrderedDict[bytes, tuple] = OrderedDict()        # id -> (deadline, qid, seq, phases, start)
         self._attempts = BoundedMap(32_768)         # attempt span id -> trace id, once the span went out
         self.top_domain = TopN(top_n)
+        self.last_replies = LastReplies(4 * top_n + 1)   # latest deferral/rejection reply per domain (status.py)
         m = metrics
         self.m_queued = m.counter("mta.message.queued")
+        self.m_deliveries_queued = m.counter("mta.delivery.queued")
         self.m_queue_errors = m.counter("mta.message.queue_errors")
         self.m_size = m.histogram("mta.message.size")
         self.m_attempts = m.counter("mta.delivery.attempts")
@@ -128,14 +131,18 @@ class MailSignals:
         # store before each collection: a dict update costs a third of Counter.add
         self._n_attempts: dict = {}
         self._n_queued: dict = {}
+        self._n_deliveries: dict = {}
         m.before_collect(self.top_domain.rerank)
-        m.before_collect(self._add_counts)
+        m.before_collect(self.flush_counts)
         m.before_collect(lambda: m.gauge("otelmta_correlation_index_size").set(
             len(self.corr.index), resources.own))
         self._own = resources.own
 
-    def _add_counts(self) -> None:
-        for counter, counts in ((self.m_attempts, self._n_attempts), (self.m_queued, self._n_queued)):
+    def flush_counts(self) -> None:
+        """Add the counts kept in plain dicts to the metric store (before each
+        collection, and when the status endpoint reads them)."""
+        for counter, counts in ((self.m_attempts, self._n_attempts), (self.m_queued, self._n_queued),
+                                (self.m_deliveries_queued, self._n_deliveries)):
             for values, n in counts.items():
                 counter.add(n, self.res, values)
             counts.clear()
@@ -261,6 +268,8 @@ class MailSignals:
             return now, body
         queued = self._n_queued
         queued[key] = queued.get(key, 0) + 1
+        deliveries = self._n_deliveries
+        deliveries[key] = deliveries.get(key, 0) + recipients
         if size is not None:
             self.m_size.record(size, res, key)
         self.tracker.queued(qid, trace_id, now, attrs, recipients, self.corr.root_span_id(qid))
@@ -285,6 +294,8 @@ class MailSignals:
         # metrics
         attempts, key = self._n_attempts, (zone, outcome, ip, category, self.top_domain(dom))
         attempts[key] = attempts.get(key, 0) + 1
+        if outcome != "delivered":
+            self.last_replies.put(key[4], outcome, response, end_ns)
         if timer is not None:
             self.m_duration.record(timer / 1000.0, self.res, (zone, outcome))
         # span
