@@ -95,3 +95,20 @@ def test_spool_segments_torn_by_a_crash_are_counted(tmp_path):
         assert a == {"exporter": "otlp_grpc"} and pt.as_int == 1
     finally:
         app.exporter.sender.close()
+
+
+def test_a_gelf_message_whose_chunks_never_all_come_is_a_counted_loss(tmp_path):
+    """A real loss is exported in otelmta_receiver_dropped_records (which no
+    longer counts duplicates): here the first of two GELF chunks, alone."""
+    import os
+    import time
+    from otel_mta.sources.gelf import GelfSource
+    settings, p, rx = pipeline(tmp_path)
+    src = GelfSource(p, settings.sources.gelf)
+    first = b"\x1e\x0f" + os.urandom(8) + bytes([0, 2]) + b'{"short_message": "half of i'
+    src.handle_datagram(first, ("192.0.2.1", 5000))
+    src.chunks.expire(time.monotonic_ns() + int(settings.sources.gelf.chunk_timeout * 1e9) + 1)
+    dropped = {(a["receiver"], a["reason"]): pt.as_int
+               for a, pt in collect(p, rx).last_points("otelmta_receiver_dropped_records")}
+    assert dropped == {("gelf", "chunk_timeout"): 1}
+    assert not rx.log_records()
