@@ -370,7 +370,10 @@ class MongoDBPoller(Poller):
         _merge(points, staged)
 
     async def _within(self, started: float, work, what: str) -> bool:
-        left = self.timeout * 0.9 - (time.monotonic() - started)
+        # what is left of the poll's time, less a margin for the cancelled
+        # queries to unwind (~2 ms) and a busy event loop: at least 250 ms, or
+        # a late wake-up fails the whole poll instead of leaving the queue out
+        left = self.timeout - max(self.timeout * 0.1, 0.25) - (time.monotonic() - started)
         if left <= 0:
             work.close()   # never started
             self._notes.append(f"{what} within the poll's timeout, left out")
