@@ -5,6 +5,12 @@ ZoneMTA entries carry only the queue id, so QUEUED entries (and the plugin's
 message.headers events) teach a bounded queue-id -> Message-ID index; Haraka's
 transactions teach it their transaction uuids too, so that `otel-mta trace-id`
 (lookup()) finds a message from the id an MTA's own logs show.
+
+Trust (docs/trace-ids.md): only the remote log and the plugins' events write
+that index. GELF is unauthenticated UDP, so what a GELF message says about a
+queue id goes into a separate table of hints that only GELF records read: a
+GELF sender can mislabel its own records, never move ZoneMTA's deliveries
+into another trace.
 """
 from __future__ import annotations
 
@@ -103,8 +109,9 @@ class Correlator:
 
     def __init__(self, index_size: int = 100_000):
         # queue id (or Haraka transaction uuid) -> normalised Message-ID, or "" when
-        # the message has none (it is traced by that id)
+        # the message has none (it is traced by that id); trusted sources only
         self.index = GenerationalMap(index_size)
+        self.hints = GenerationalMap(index_size)  # the same, as GELF messages claim it (read by GELF only)
         self._known = functools.lru_cache(maxsize=4096)(_message_trace)
         self._normalize = functools.lru_cache(maxsize=4096)(ids.normalize_message_id)
         self.root_span_id = functools.lru_cache(maxsize=4096)(ids.root_span_id)
@@ -119,6 +126,20 @@ class Correlator:
         mid = self._known(message_id)[1] if type(message_id) is str else None
         if queue_id:
             self.index.put(queue_id, mid or "")
+
+    def hint(self, queue_id: str, mid: str) -> None:
+        """A GELF message said `queue_id` belongs to the (normalised) `mid`:
+        noted for other GELF records, unless a trusted source knows better."""
+        if queue_id not in self.index:
+            self.hints.put(queue_id, mid)
+
+    def untrusted_message_id(self, queue_id: str) -> str | None:
+        """The Message-ID of a queue id for a GELF record: what the trusted
+        sources established, else what GELF messages claimed."""
+        mid = self.index.get(queue_id)
+        if mid is not None:
+            return mid or None    # "": a trusted source saw it without a Message-ID
+        return self.hints.get(queue_id)
 
     def message_id(self, event: MailEvent) -> str | None:
         """The normalised Message-ID of the event's message, if known."""
