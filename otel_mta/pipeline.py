@@ -46,8 +46,8 @@ class Pipeline:
                                    zonemta_service=s.resource.zonemta_service_name,
                                    instance_id=s.resource.instance_id)
         self.metrics = MetricStore(catalog.load(), max_series=s.metrics.max_series)
-        self.logs = Batcher("logs", submit, s.batch.max_batch)
-        self.spans = Batcher("traces", submit, s.batch.max_batch)
+        self.logs = Batcher("logs", submit, s.batch.max_batch, s.exporter.max_request_size)
+        self.spans = Batcher("traces", submit, s.batch.max_batch, s.exporter.max_request_size)
         p = s.privacy
         self.redactor = Redactor(recipient=p.recipient, sender=p.sender, subject=p.subject, user=p.user,
                                  client=p.client, hmac_key=p.hmac_key.encode() if p.hmac_key else None)
