@@ -6,6 +6,7 @@ remote-log entries at --rate per second into `otel-mta run`, exported to
   grpc       OTLP/gRPC to a grpcio server with max_receive_message_length 1 MiB
   collector  OTLP/gRPC to the real Collector (collector-config/build.sh) with
              `max_recv_msg_size_mib: 1`, which forwards to the counting sink
+  unlimited  OTLP/gRPC to a server without a limit (for comparison)
 
 Then --late entries more; prints, per scenario: entries sent, log records
 received, lost, how long after they were sent the late entries had all
@@ -72,8 +73,8 @@ def receiver(name: str, work: Path):
         sink = Sink(sink_port, http=True)
         proxy = NginxProxy(work / "nginx", sink_port, "1m")
         return sink, proxy.endpoint, "http/protobuf", [proxy.stop]
-    if name == "grpc":
-        sink = Sink(sink_port, max_receive=1 << 20)
+    if name in ("grpc", "unlimited"):
+        sink = Sink(sink_port, max_receive=1 << 20 if name == "grpc" else 256 << 20)
         return sink, f"http://127.0.0.1:{sink_port}", "grpc", []
     from tests.collector.otelcol_harness import build_collector
     from tests.stack.proc import port_open

@@ -145,6 +145,18 @@ def test_requests_over_the_cap_are_split_before_they_are_sent(kind):
         rx.stop()
 
 
+def test_the_cap_is_configurable_and_reaches_the_batchers():
+    from otel_mta import config
+    from otel_mta.pipeline import Pipeline
+    assert config.load(environ={}).exporter.max_request_size == 512 << 10
+    s = config.load(environ={"OTEL_MTA_EXPORTER_MAX_REQUEST_SIZE": "1MiB"})
+    assert s.exporter.max_request_size == 1 << 20
+    p = Pipeline(s, lambda *a: None)
+    assert p.logs.max_bytes == p.spans.max_bytes == 1 << 20
+    with pytest.raises(config.ConfigError, match="max_request_size.*OTEL_MTA_EXPORTER_MAX_REQUEST_SIZE"):
+        config.load(environ={"OTEL_MTA_EXPORTER_MAX_REQUEST_SIZE": "1kB"})
+
+
 # -- the OTLP retry rules ---------------------------------------------------------
 @pytest.mark.parametrize("kind", ["grpc", "http"])
 def test_the_delay_the_receiver_asks_for_is_honoured(kind):
@@ -270,4 +282,46 @@ async def test_stop_returns_within_its_budget_and_keeps_what_was_in_flight(tmp_p
         assert again.pop("logs") == ("logs", request("a", 2), 2)
         assert not exp.stats.failed
     finally:
+        rx.stop()
+
+
+# -- the sidecar behind a 1 MiB limit --------------------------------------------------
+@pytest.mark.parametrize("via", ["nginx", "grpc"])
+def test_the_sidecar_behind_a_1_mib_limit_loses_nothing(sidecar, js_encode, tmp_path, via):
+    """Default settings; 2,048 of these records make ~1.6 MB, which nginx
+    (client_max_body_size 1m, 413) and a gRPC server limited to 1 MiB refuse:
+    earlier versions lost them all (HTTP) or stopped exporting (gRPC)."""
+    import json
+    from pathlib import Path
+    from tests.stack.nginx import NginxProxy
+    entries = [json.loads(line) for line in
+               (Path(__file__).parent / "fixtures" / "remote_log" / "entries.jsonl").read_text().splitlines()]
+    deferred = next(e for e in entries if e["action"] == "DEFERRED")
+    reply = "451 4.7.1 Greylisted, please try again later " + "x" * 260
+    burst = [{**deferred, "id": f"18c5f3d2a3e{n:07x}", "seq": "001", "response": reply} for n in range(6000)]
+    later = [{**deferred, "id": "18c5f3d2a3effffff", "seq": "001", "response": "451 later"}]
+    proxy = None
+    if via == "nginx":
+        rx = HttpReceiver()
+        proxy = NginxProxy(tmp_path / "nginx", rx.port, "1m")
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": proxy.endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+    else:
+        rx = GrpcReceiver(max_receive=1 << 20)
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": rx.endpoint}
+    try:
+        sc = sidecar({**env, "OTEL_BLRP_SCHEDULE_DELAY": "500"})
+        sc.send(js_encode(burst), pause_every=50)
+        rx.received.wait_for(lambda r: len(r.log_records()) >= 6000, timeout=30, what="the 6,000 records")
+        sent = time.monotonic()
+        sc.send(js_encode(later))
+        rx.received.wait_for(lambda r: any(rec.body.string_value.endswith("451 later") for _, rec in r.log_records()),
+                             timeout=10, what="a record sent afterwards")
+        assert time.monotonic() - sent < 5
+        assert sc.terminate() == 0
+        assert len(rx.received.log_records()) == 6001
+        assert "items lost" not in sc.output()
+        assert all(len(req.SerializeToString()) <= 1 << 20 for _, req in rx.received.requests["logs"])
+    finally:
+        if proxy:
+            proxy.stop()
         rx.stop()
