@@ -194,6 +194,33 @@ def test_resource_exhausted_with_retry_info_is_retried_not_split():
         rx.stop()
 
 
+async def test_what_each_http_answer_means(http_receiver):
+    """OTLP/HTTP: 429, 502, 503, 504 and an unreachable collector are retried;
+    413 is split; anything else is permanent."""
+    from tests.conftest import free_port
+    s = HttpSender(http_receiver.endpoint, {}, 5.0)
+    rx = http_receiver.received
+    seen = {}
+    try:
+        for status in (400, 401, 404, 413, 429, 500, 502, 503, 504):
+            rx.fail_with = status
+            r = await s.send_async("logs", request("a", 1))
+            seen[status] = ("split" if r.too_large else "retry" if r.retryable else "drop")
+            assert not r.ok and r.error.startswith(f"HTTP {status}")
+        rx.fail_with = None
+        assert (await s.send_async("logs", request("a", 1))).ok
+    finally:
+        await s.aclose()
+    assert seen == {400: "drop", 401: "drop", 404: "drop", 413: "split", 429: "retry", 500: "drop",
+                    502: "retry", 503: "retry", 504: "retry"}
+    down = HttpSender(f"http://127.0.0.1:{free_port()}", {}, 5.0)
+    try:
+        r = await down.send_async("logs", request("a", 1))
+    finally:
+        await down.aclose()
+    assert r.retryable and "cannot connect" in r.error and "Connection refused" in r.error
+
+
 def test_retry_after_as_seconds_or_as_a_date():
     assert http_retry_delay("7") == 7.0
     assert http_retry_delay("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0

@@ -219,7 +219,12 @@ class HttpSender:
             async with self._session.post(self._urls[signal], data=payload, headers=self._headers) as resp:
                 body = await resp.read()
                 status, retry_after = resp.status, resp.headers.get("Retry-After")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
+        except aiohttp.ClientConnectorError as err:
+            why = os.strerror(err.os_error.errno) if err.os_error.errno else str(err.os_error)
+            return Result(False, True, error=f"cannot connect to {err.host}:{err.port}: {why}")
+        except asyncio.TimeoutError:
+            return Result(False, True, error=f"no answer within {self._timeout.total:g} s")
+        except (aiohttp.ClientError, OSError) as err:
             return Result(False, True, error=f"{type(err).__name__}: {err}".rstrip(": "))
         if 200 <= status < 300:
             return Result(True, rejected=_partial(signal, body))
