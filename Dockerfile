@@ -18,7 +18,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     OTEL_MTA_DATA_DIR=/var/lib/otel-mta
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --disable-pip-version-check /wheels/*.whl \
+# [top]: `kubectl exec ... -- otel-mta top` works in the container (the sidecar never loads it)
+RUN pip install --no-cache-dir --disable-pip-version-check "$(echo /wheels/*.whl)[top]" \
  && rm -rf /wheels \
  && groupadd --system --gid 10001 otelmta \
  && useradd --system --uid 10001 --gid otelmta --home-dir /var/lib/otel-mta --shell /usr/sbin/nologin otelmta \

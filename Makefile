@@ -13,7 +13,7 @@ help:  ## show the targets
 $(STAMP): pyproject.toml $(wildcard otel_mta/*.c otel_mta/*/*.c)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,top]'
 	touch $@
 
 tests/fixtures/msgpack_js/node_modules: tests/fixtures/msgpack_js/package-lock.json
@@ -26,7 +26,7 @@ tests/gelf/node/node_modules: tests/gelf/node/package-lock.json
 
 setup: $(STAMP) tests/fixtures/msgpack_js/node_modules tests/gelf/node/node_modules  ## create .venv, build the C speedups, install Python and node test deps
 
-setup-stack: setup  ## Redis (apt), FerretDB (Go), ZoneMTA + Node 22 (npm), SMTP sink — cached in .cache/
+setup-stack: setup  ## Redis (apt), FerretDB (Go), ZoneMTA, WildDuck + Node 22 (npm), SMTP sink — cached in .cache/
 	PYTHON=$(abspath $(PY)) STACK_SKIP_PY=1 bash tests/stack/setup.sh
 
 setup-tools:  ## the Collector (ocb) and Helm, built from Go modules into .cache/
@@ -56,13 +56,14 @@ bench: setup  ## throughput per CPU-second, loss, RSS and latency, each beside i
 	$(PY) bench/gelf.py
 	$(PY) bench/events.py
 	$(PY) bench/grpc_batch.py
+	$(PY) bench/wildduck_poll.py
 	cd zonemta-plugin && npm run bench
 
 SYSTEM_PYTHON ?= /usr/bin/python3
 SYSTEM_VENV := .cache/venv-system
 bench-system-python: setup  ## bench/remote_log.py on the system CPython (Debian's has PGO + LTO, like the Docker image's)
 	test -x $(SYSTEM_VENV)/bin/python || $(SYSTEM_PYTHON) -m venv $(SYSTEM_VENV)
-	$(SYSTEM_VENV)/bin/pip install -q '.[test]'
+	$(SYSTEM_VENV)/bin/pip install -q '.[test,top]'
 	$(SYSTEM_VENV)/bin/python bench/remote_log.py --runs 3
 
 fuzz: setup  ## one million hostile inputs through the decoders (C and Python must agree, no crash)

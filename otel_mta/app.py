@@ -18,6 +18,7 @@ from otel_mta.health import HealthServer
 from otel_mta.memory import RequestBuffers
 from otel_mta.pipeline import Pipeline
 from otel_mta.sources import enabled_sources, mail_channels
+from otel_mta.status import SAMPLE_S, StatusBoard
 
 log = logging.getLogger("otel_mta")
 SHUTDOWN_BUDGET_S = 8.0   # of the 10 s Kubernetes and the issue allow
@@ -31,6 +32,7 @@ class App:
         self.pipeline = Pipeline(settings, self.exporter.submit, mail_channels(settings))
         self.pipeline.congested = self.exporter.queue.congested
         self.sources = enabled_sources(settings, self.pipeline)
+        self.status = StatusBoard(self)   # GET /status on the health endpoint, for `otel-mta top`
         h = settings.health.endpoint
         self.health = HealthServer(h[0], h[1], self) if h else None
         self._stop = asyncio.Event()
@@ -68,6 +70,7 @@ class App:
             asyncio.create_task(self._every(s.metrics.interval, self.export_metrics)),
             asyncio.create_task(self._every(60.0, self._status_line)),
             asyncio.create_task(self._every(1.0, self._tune_memory)),
+            asyncio.create_task(self._every(SAMPLE_S, self.status.sample)),
         ]
         await self._stop.wait()
         log.info("stopping: no longer receiving, flushing")

@@ -1,4 +1,4 @@
-"""The `otel-mta` command: run, check, --version."""
+"""The `otel-mta` command: run, check, top, --version."""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +22,27 @@ def _parser() -> argparse.ArgumentParser:
                        ("check", "validate the configuration and try every source and the exporter once")):
         sp = sub.add_parser(name, help=text, description=text)
         sp.add_argument("--config", "-c", metavar="FILE", help="YAML configuration file")
+    text = "live view of this node: queues, deliveries, failing domains, sources and export (q quits)"
+    top = sub.add_parser("top", help=text, description=text + ". It reads GET /status on the running "
+                         "sidecar's health endpoint.", epilog="docs/top.md shows a screen.")
+    top.add_argument("--endpoint", metavar="HOST:PORT",
+                     help="the sidecar's health endpoint (default: $OTEL_MTA_HEALTH_ENDPOINT, else 127.0.0.1:9478)")
+    top.add_argument("--interval", type=_positive, default=1.0, metavar="SECONDS", help="seconds between refreshes (default 1)")
+    top.add_argument("--once", action="store_true", help="print one frame as plain text and exit")
+    top.add_argument("--json", action="store_true", help="print the status as JSON and exit")
+    top.add_argument("--top", type=int, choices=range(1, 51), default=None, metavar="N",
+                     help="rows per table, 1-50 (default: 10, or what fits the screen)")
     return p
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError("expected seconds from 0.1 to 3600")
+    return value
 
 
 def _setup_logging(level: str) -> None:
@@ -38,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         _parser().print_help()
         return 2
+    if args.command == "top":   # a client of the running sidecar: no configuration of its own
+        from otel_mta.top import run
+
+        return run(args)
     from otel_mta import config
 
     try:

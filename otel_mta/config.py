@@ -211,17 +211,33 @@ class ZoneMTAApiSettings(PollerSettings):
 ReadPreference = Literal["primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest"]
 
 
-class MongoDBSettings(PollerSettings):
-    """TLS and authentication go in the URI (mongodb://user:pass@host/?tls=true&tlsCAFile=...)."""
-    interval: Annotated[Duration, Field(gt=0)] = 30.0
+class MongoClientSettings(PollerSettings):
+    """A poller of MongoDB. TLS and authentication go in the URI
+    (mongodb://user:pass@host/?tls=true&tlsCAFile=...)."""
     read_preference: ReadPreference = "secondaryPreferred"
     connect_timeout: Annotated[Duration, Field(gt=0)] = 5.0
     server_selection_timeout: Annotated[Duration, Field(gt=0)] = 5.0
+
+
+class MongoDBSettings(MongoClientSettings):
+    interval: Annotated[Duration, Field(gt=0)] = 30.0
     queue_database: str | None = None        # ZoneMTA's dbs.sender; default: the URI's database, else zone-mta
     queue_collection: str = "zone-queue"     # ZoneMTA's queue.collection
     max_zones: Annotated[int, Field(ge=1)] = 100
     max_databases: Annotated[int, Field(ge=1)] = 100
     max_collections: Annotated[int, Field(ge=1)] = 500
+
+
+class WildDuckMetricsSettings(PollerSettings):
+    """WildDuck's Prometheus page, e.g. http://127.0.0.1:8081/metrics (docs/wildduck.md)."""
+
+
+class WildDuckUsersSettings(MongoClientSettings):
+    """WildDuck's users collection: user count and storage in use (docs/wildduck.md)."""
+    interval: Annotated[Duration, Field(gt=0)] = 900.0    # the storage sum reads every account
+    timeout: Annotated[Duration, Field(gt=0)] = 30.0
+    database: str | None = None        # WildDuck's dbs.users; default: the URI's database, else wildduck
+    max_users: Annotated[int, Field(ge=0)] = 200_000      # above it the storage sum is skipped
 
 
 class RedisSettings(PollerSettings):
@@ -266,6 +282,8 @@ class SourcesSettings(_Model):
     mongodb: MongoDBSettings = MongoDBSettings()
     redis: RedisSettings = RedisSettings()
     host: HostSettings = HostSettings()
+    wildduck_metrics: WildDuckMetricsSettings = WildDuckMetricsSettings()
+    wildduck_users: WildDuckUsersSettings = WildDuckUsersSettings()
 
 
 Mode = Literal["domain", "hmac", "full", "drop"]
@@ -293,6 +311,7 @@ class CorrelationSettings(_Model):
     hold: Duration = 2.0
     root_hold: Duration = 600.0
     max_open_roots: Annotated[int, Field(ge=100)] = 100_000
+    max_queued_messages: Annotated[int, Field(ge=100)] = 100_000
 
 
 class ResourceSettings(_Model):
@@ -373,6 +392,8 @@ ENV: dict[str, tuple[tuple[str, ...], Any]] = {
     "OTEL_MTA_ZONEMTA_API_URL": (("sources", "zonemta_api", "url"), str),
     "OTEL_MTA_MONGODB_URI": (("sources", "mongodb", "url"), str),
     "OTEL_MTA_REDIS_URL": (("sources", "redis", "url"), str),
+    "OTEL_MTA_WILDDUCK_METRICS_URL": (("sources", "wildduck_metrics", "url"), str),
+    "OTEL_MTA_WILDDUCK_MONGODB_URI": (("sources", "wildduck_users", "url"), str),
     "OTEL_MTA_HOST_METRICS": (("sources", "host", "enabled"), str),
     "OTEL_MTA_HOST_PROCESSES": (("sources", "host", "processes"), str),
     "OTEL_MTA_HOST_SYSTEM_METRICS": (("sources", "host", "system"), str),
@@ -385,7 +406,8 @@ ENV: dict[str, tuple[tuple[str, ...], Any]] = {
     "OTEL_MTA_LOG_LEVEL": (("log_level",), lambda v: v.strip().lower()),
 }
 SECRET_KEYS = {("exporter", "headers"), ("privacy", "hmac_key"), ("sources", "events", "api_key"),
-               ("sources", "mongodb", "url"), ("sources", "redis", "url")}   # URLs may hold passwords
+               ("sources", "mongodb", "url"), ("sources", "redis", "url"),
+               ("sources", "wildduck_users", "url")}   # URLs may hold passwords
 
 
 def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:

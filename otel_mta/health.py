@@ -1,8 +1,11 @@
 """HTTP health endpoints for Kubernetes probes: /healthz (the process serves)
-and /readyz (every enabled listener is bound and the exporter is configured)."""
+and /readyz (every enabled listener is bound and the exporter is configured);
+beside them /status, the live view `otel-mta top` reads (otel_mta/status.py)."""
 from __future__ import annotations
 
 from aiohttp import web
+
+from otel_mta import status
 
 
 class HealthServer:
@@ -19,6 +22,9 @@ class HealthServer:
         webapp = web.Application()
         webapp.router.add_get("/healthz", self._healthz)
         webapp.router.add_get("/readyz", self._readyz)
+        board = getattr(self._app, "status", None)
+        if board is not None:
+            status.add_routes(webapp, board)
         self._runner = web.AppRunner(webapp, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)

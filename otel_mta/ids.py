@@ -72,6 +72,12 @@ def root_span_id_py(queue_id: str) -> bytes:
     return _digest("root:" + queue_id.strip(WS), 8)
 
 
+def final_span_id(queue_id: str) -> bytes:
+    """The message.final span: the message's outcome, when its root span ended
+    before it (a deferral). One per queue entry; made by the sidecar only."""
+    return _digest("final:" + queue_id.strip(WS), 8)
+
+
 def attempt_span_id_py(queue_id: str, seq: str, action: str, defcount: int = 0) -> bytes:
     """One delivery attempt of one recipient (seq) of a queued message.
 

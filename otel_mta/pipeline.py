@@ -53,7 +53,9 @@ class Pipeline:
                                  client=p.client, hmac_key=p.hmac_key.encode() if p.hmac_key else None)
         self.tracker = MessageTracker(self.spans, self.resources.zonemta,
                                       capacity=s.correlation.max_open_roots,
-                                      max_hold_s=s.correlation.root_hold)
+                                      max_hold_s=s.correlation.root_hold, metrics=self.metrics,
+                                      own_resource=self.resources.own,
+                                      queued_capacity=s.correlation.max_queued_messages)
         self.mail = MailSignals(resources=self.resources, logs=self.logs, spans=self.spans,
                                 metrics=self.metrics, redactor=self.redactor,
                                 correlator=Correlator(s.correlation.index_size), tracker=self.tracker,

@@ -26,6 +26,7 @@ from otel_mta.signals import traces as T
 from otel_mta.signals.batch import Batcher
 from otel_mta.signals.fields import delivery_fields, num, queued_fields
 from otel_mta.signals.metrics import MetricStore
+from otel_mta.signals.recent import LastReplies
 from otel_mta.signals.tracker import MessageTracker
 
 log = logging.getLogger("otel_mta.mail")
@@ -103,6 +104,7 @@ class MailSignals:
         self._early: OrderedDict[bytes, tuple] = OrderedDict()        # id -> (deadline, qid, seq, phases, start)
         self._attempts = BoundedMap(32_768)         # attempt span id -> trace id, once the span went out
         self.top_domain = TopN(top_n)
+        self.last_replies = LastReplies(4 * top_n + 1)   # latest deferral/rejection reply per domain (status.py)
         m = metrics
         self.m_queued = m.counter("mta.message.queued")
         self.m_queue_errors = m.counter("mta.message.queue_errors")
@@ -120,12 +122,14 @@ class MailSignals:
         self._n_attempts: dict = {}
         self._n_queued: dict = {}
         m.before_collect(self.top_domain.rerank)
-        m.before_collect(self._add_counts)
+        m.before_collect(self.flush_counts)
         m.before_collect(lambda: m.gauge("otelmta_correlation_index_size").set(
             len(self.corr.index), resources.own))
         self._own = resources.own
 
-    def _add_counts(self) -> None:
+    def flush_counts(self) -> None:
+        """Add the counts kept in plain dicts to the metric store (before each
+        collection, and when the status endpoint reads them)."""
         for counter, counts in ((self.m_attempts, self._n_attempts), (self.m_queued, self._n_queued)):
             for values, n in counts.items():
                 counter.add(n, self.res, values)
@@ -271,6 +275,8 @@ class MailSignals:
         # metrics
         attempts, key = self._n_attempts, (zone, outcome, ip, category, self.top_domain(dom))
         attempts[key] = attempts.get(key, 0) + 1
+        if outcome != "delivered":
+            self.last_replies.put(key[4], outcome, response, end_ns)
         if timer is not None:
             self.m_duration.record(timer / 1000.0, self.res, (zone, outcome))
         # span

@@ -119,6 +119,18 @@ class Histogram(Instrument):
             point[3] = value
         point[4][bisect.bisect_left(self.bounds, value)] += 1
 
+    def observe(self, point, resource, values: tuple = ()) -> None:
+        """Set a cumulative histogram counted elsewhere (a poller reading
+        Prometheus text): point = (count, sum, bucket counts for this
+        instrument's bounds and the overflow bucket); min and max unknown."""
+        count, total, buckets = point
+        key = self._key(resource, values)
+        old = self.series.get(key) if key[1] is OVERFLOW else None
+        if old is not None:   # beyond the series limit: added up in the overflow series
+            count, total = old[0] + count, old[1] + total
+            buckets = [a + b for a, b in zip(old[4], buckets)]
+        self.series[key] = [count, total, None, None, list(buckets)]
+
 
 _KINDS = {"counter": Counter, "updowncounter": Counter, "gauge": Gauge, "histogram": Histogram}
 
@@ -200,9 +212,10 @@ class MetricStore:
                     if d.type == "histogram":
                         metric.histogram.aggregation_temporality = CUMULATIVE
                         dp = metric.histogram.data_points.add(
-                            start_time_unix_nano=self.start_ns, time_unix_nano=now_ns,
-                            count=point[0], sum=point[1], min=point[2], max=point[3],
-                            bucket_counts=point[4], explicit_bounds=inst.bounds)
+                            start_time_unix_nano=inst.starts.get(resource, self.start_ns), time_unix_nano=now_ns,
+                            count=point[0], sum=point[1], bucket_counts=point[4], explicit_bounds=inst.bounds)
+                        if point[2] is not None:   # observed histograms (pollers) know no min and max
+                            dp.min, dp.max = point[2], point[3]
                     elif d.type == "gauge":
                         dp = metric.gauge.data_points.add(time_unix_nano=now_ns)
                         _number(dp, point)

@@ -35,6 +35,13 @@ def _pollers(s, pipeline) -> list:
         pollers.append(RedisPoller(pipeline, s.redis))
     if s.host.enabled:
         pollers.append(HostPoller(pipeline, s.host))
+    # off unless a URL is set; their client libraries load only then
+    if s.wildduck_metrics.url:
+        from otel_mta.sources.wildduck_metrics import WildDuckMetricsPoller
+        pollers.append(WildDuckMetricsPoller(pipeline, s.wildduck_metrics))
+    if s.wildduck_users.url:
+        from otel_mta.sources.wildduck_users import WildDuckUsersPoller
+        pollers.append(WildDuckUsersPoller(pipeline, s.wildduck_users))
     return pollers
 
 

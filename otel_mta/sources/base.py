@@ -42,6 +42,10 @@ class Source:
         """Try the source once for `otel-mta check`."""
         raise NotImplementedError
 
+    def flush_counts(self) -> None:
+        """Add counts the source keeps locally (accepted, kernel drops) to the
+        metric store now: the status endpoint reads the store between exports."""
+
     def status(self) -> dict:
         """A short summary for the health endpoint and the status line."""
         return {"ready": self.ready, "endpoint": self.endpoint}

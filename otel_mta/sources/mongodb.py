@@ -80,6 +80,29 @@ def _int(value) -> int | None:
         return None
 
 
+def mongo_client(uri: str, settings, timeout: float, **options):
+    """(pymongo AsyncMongoClient, its read preference) for a poller of MongoDB
+    (settings: config.MongoClientSettings), every wait bounded by `timeout`."""
+    from pymongo import AsyncMongoClient
+    from pymongo.read_preferences import ReadPreference
+    modes = {"primary": ReadPreference.PRIMARY, "primaryPreferred": ReadPreference.PRIMARY_PREFERRED,
+             "secondary": ReadPreference.SECONDARY,
+             "secondaryPreferred": ReadPreference.SECONDARY_PREFERRED,
+             "nearest": ReadPreference.NEAREST}
+    # server selection gives up before the poll's timeout, so a dead
+    # server is reported as such (refused, unreachable), not as a
+    # timeout; pymongo re-checks only every 0.5 s, hence the margin
+    selection = max(0.1, min(settings.server_selection_timeout, timeout * 0.8 - 0.5))
+    client = AsyncMongoClient(
+        uri, appname="otel-mta", tz_aware=True, connect=False,
+        readPreference=settings.read_preference,
+        connectTimeoutMS=int(min(settings.connect_timeout, timeout) * 1000),
+        serverSelectionTimeoutMS=int(selection * 1000),
+        socketTimeoutMS=int(timeout * 1000),
+        maxPoolSize=4, retryReads=False, **options)
+    return client, modes[settings.read_preference]
+
+
 def _dig(doc, *path):
     for key in path:
         if not isinstance(doc, dict):
@@ -118,25 +141,7 @@ class MongoDBPoller(Poller):
     # -- client ----------------------------------------------------------------------
     def _mongo(self):
         if self._client is None:
-            from pymongo import AsyncMongoClient
-            from pymongo.read_preferences import ReadPreference
-            modes = {"primary": ReadPreference.PRIMARY, "primaryPreferred": ReadPreference.PRIMARY_PREFERRED,
-                     "secondary": ReadPreference.SECONDARY,
-                     "secondaryPreferred": ReadPreference.SECONDARY_PREFERRED,
-                     "nearest": ReadPreference.NEAREST}
-            s = self.settings
-            self._rp = modes[s.read_preference]
-            # server selection gives up before the poll's timeout, so a dead
-            # server is reported as such (refused, unreachable), not as a
-            # timeout; pymongo re-checks only every 0.5 s, hence the margin
-            selection = max(0.1, min(s.server_selection_timeout, self.timeout * 0.8 - 0.5))
-            self._client = AsyncMongoClient(
-                self.uri, appname="otel-mta", tz_aware=True, connect=False,
-                readPreference=s.read_preference,
-                connectTimeoutMS=int(min(s.connect_timeout, self.timeout) * 1000),
-                serverSelectionTimeoutMS=int(selection * 1000),
-                socketTimeoutMS=int(self.timeout * 1000),
-                maxPoolSize=4, retryReads=False, **self.client_options)
+            self._client, self._rp = mongo_client(self.uri, self.settings, self.timeout, **self.client_options)
         return self._client
 
     @property
@@ -153,7 +158,7 @@ class MongoDBPoller(Poller):
         try:
             status = await self._command("admin", "serverStatus")
         except errors.ServerSelectionTimeoutError as err:
-            raise PollError(*_unreachable(err)) from None
+            raise PollError(*unreachable(err)) from None
         except errors.OperationFailure as err:
             if err.code == 18:
                 raise PollError("auth", "authentication failed (user/password in the URI)") from None
@@ -454,7 +459,7 @@ def _short(err) -> str:
     return str(details.get("codeName") or details.get("errmsg") or err).splitlines()[0][:120]
 
 
-def _unreachable(err) -> tuple[str, str]:
+def unreachable(err) -> tuple[str, str]:
     """(reason, line) from a ServerSelectionTimeoutError's long message."""
     text = str(err)
     first = text.split(", Timeout:")[0].split(" (configured timeouts")[0]

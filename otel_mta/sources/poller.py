@@ -99,7 +99,8 @@ def describe_error(err: BaseException) -> tuple[str, str]:
 
 class Points:
     """Points staged during one poll: {metric: {resource: {values: value}}} and
-    the start time of each (metric, resource) whose values are totals."""
+    the start time of each (metric, resource) whose values are totals. A
+    histogram's value is (count, sum, bucket counts) for the catalog's bounds."""
 
     def __init__(self):
         self.data: dict = {}
@@ -264,8 +265,9 @@ class Poller(Source):
         metrics = self.pipeline.metrics
         for name in set(self._owned) | points.names():
             per_resource = points.data.get(name, {})
-            inst = metrics.counter(name) if metrics.catalog.metric(name).type in ("counter", "updowncounter") \
-                else metrics.gauge(name)
+            kind = metrics.catalog.metric(name).type
+            inst = metrics.counter(name) if kind in ("counter", "updowncounter") \
+                else metrics.histogram(name) if kind == "histogram" else metrics.gauge(name)
             for resource in self._owned.get(name, set()) | set(per_resource):
                 inst.replace(resource, per_resource.get(resource, {}), points.starts.get((name, resource)))
             self._owned[name] = set(per_resource)

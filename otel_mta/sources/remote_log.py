@@ -83,6 +83,10 @@ class RemoteLogSource(Source):
             self.pipeline.accepted(self.name, self.transport, self._accepted)
             self._accepted = 0
 
+    def flush_counts(self) -> None:
+        self._count_drops()
+        self._count_accepted()
+
     def _count_drops(self) -> None:
         for reason, n in self.udp.new_drops():
             self.pipeline.dropped(self.name, self.transport, reason, n)

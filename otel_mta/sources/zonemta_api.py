@@ -17,18 +17,13 @@ time of ZoneMTA's counters, so a ZoneMTA restart is a new start, not a drop.
 from __future__ import annotations
 
 import asyncio
-import errno
-import math
 import time
 from urllib.parse import quote
 
-import aiohttp
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
 
-from otel_mta.sources.poller import Points, PollError, Poller, StartTimes, redact_url
-
-MAX_BODY = 4 << 20   # bytes read from any one response
+from otel_mta.sources import prometheus
+from otel_mta.sources.poller import Points, PollError, Poller, redact_url
 
 # prom-client family -> (catalog metric, its prometheus labels in the order of the catalog's attributes)
 FAMILIES = {
@@ -40,13 +35,6 @@ FAMILIES = {
     "zonemta_connection_pool_size": ("zonemta.connection.pool.size", ()),
     "zonemta_blacklisted": ("zonemta.blacklisted", ()),
 }
-
-
-def _number(value: float):
-    """Prometheus values are floats; counts go out as integers."""
-    if math.isfinite(value) and value == int(value):
-        return int(value)
-    return value
 
 
 def queue_count(doc, state: str, zone: str) -> int:
@@ -74,45 +62,15 @@ class ZoneMTAApiPoller(Poller):
 
     def __init__(self, pipeline, settings):
         super().__init__(pipeline, settings, redact_url(settings.url))
-        self.base = settings.url.rstrip("/")
+        self.http = prometheus.HttpGetter(settings.url, self.timeout)
         self.max_zones = settings.max_zones
-        self._session: aiohttp.ClientSession | None = None
-        self._starts = StartTimes()
-        self._last_totals: dict = {}
-        self._first_seen_ns: int | None = None
+        self._start = prometheus.CounterStart("zonemta")
         self._zones: list[str] = []
         self._queued = (0, 0)
         self._series = 0
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout, connect=min(self.timeout, 5.0)),
-                raise_for_status=False)
-        return self._session
-
-    async def _get(self, path: str) -> bytes:
-        try:
-            async with self._client().get(self.base + path, allow_redirects=False) as resp:
-                if resp.status != 200:
-                    raise PollError(f"http_{resp.status}", f"GET {path}: HTTP {resp.status}")
-                body = bytearray()
-                async for chunk in resp.content.iter_chunked(1 << 16):
-                    body += chunk
-                    if len(body) > MAX_BODY:
-                        break
-        except aiohttp.ClientConnectorError as err:
-            if getattr(err.os_error, "errno", None) == errno.ECONNREFUSED:
-                raise PollError("refused", "connection refused") from None
-            raise PollError("network", f"cannot connect: {err.os_error.strerror or err.os_error}") from None
-        except aiohttp.ClientError as err:
-            raise PollError("network", f"GET {path}: {type(err).__name__}: {err}") from None
-        if len(body) > MAX_BODY:
-            raise PollError("bad_response", f"GET {path}: answer larger than {MAX_BODY >> 20} MiB")
-        return bytes(body)
-
     async def _get_json(self, path: str):
-        body = await self._get(path)
+        body = await self.http.get(path)
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -137,59 +95,34 @@ class ZoneMTAApiPoller(Poller):
         for zone, (active, deferred) in zip(zones, counts):
             points.add("mta.queue.size", res, (zone, "active"), active)
             points.add("mta.queue.size", res, (zone, "deferred"), deferred)
-        self._series = self._metrics(await self._get("/metrics"), points, res)
+        self._series = self._metrics(await self.http.get("/metrics"), points, res)
         self._zones = zones
         self._queued = (sum(a for a, _ in counts), sum(d for _, d in counts))
 
     def _metrics(self, body: bytes, points: Points, res) -> int:
         """ZoneMTA's own series from /metrics; returns how many were taken."""
-        try:
-            families = list(text_string_to_metric_families(body.decode("utf-8", "replace")))
-        except Exception as err:  # the parser raises ValueError and friends on garbage
-            raise PollError("bad_response", f"GET /metrics: not Prometheus text ({err})") from None
+        families = prometheus.parse(body, "/metrics")
         now = time.time_ns()
-        process_start = None
         totals: dict = {}
         taken = 0
         for family in families:
-            if family.name == "process_start_time_seconds" and family.samples:
-                v = family.samples[0].value
-                if math.isfinite(v) and 0 < v * 1e9 <= now:
-                    process_start = int(v * 1e9)
             spec = FAMILIES.get(family.name)
             if spec is None:
                 continue
             metric, labels = spec
             counter = family.type == "counter"
-            for sample in family.samples:
-                # the parser calls counter samples <name>_total (prom-client does not)
-                if sample.name not in (family.name, family.name + "_total") or not math.isfinite(sample.value):
-                    continue
+            for sample in prometheus.samples(family):
                 values = tuple(sample.labels.get(label) or None for label in labels)
-                value = _number(sample.value)
+                value = prometheus.number(sample.value)
                 taken += 1
                 if counter:
                     totals[(metric, values)] = value
                 else:
                     points.add(metric, res, values, value)
-        start = self._start(process_start, totals, now)
+        start = self._start(prometheus.process_start_ns(families, now), totals, now)
         for (metric, values), value in totals.items():
             points.add(metric, res, values, value, start)
-        self._last_totals = totals
         return taken
-
-    def _start(self, process_start: int | None, totals: dict, now: int) -> int:
-        """When ZoneMTA's counters started: its process start, else when first
-        seen; a counter going down means ZoneMTA restarted."""
-        if process_start is not None:
-            return self._starts.get("zonemta", process_start)
-        if self._first_seen_ns is None:
-            self._first_seen_ns = now
-            return self._starts.reset("zonemta", now)
-        went_down = any(v < self._last_totals.get(k, 0) for k, v in totals.items())
-        if went_down:
-            return self._starts.reset("zonemta", now)
-        return self._starts.get("zonemta", self._first_seen_ns)
 
     def summary(self) -> str:
         active, deferred = self._queued
@@ -197,6 +130,4 @@ class ZoneMTAApiPoller(Poller):
         return f"zones: {zones}; {active} queued, {deferred} deferred; {self._series} series"
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.http.close()

