@@ -242,7 +242,7 @@ async def test_a_backend_down_for_one_signal_does_not_hold_back_the_others(kind)
         for n in range(20):   # traces first: in one queue they would stand in front of everything
             exp.submit("traces", wire.request([(RES_A, SCOPE, [span])]), 1)
         await asyncio.sleep(0.3)
-        assert not exp.healthy
+        assert not exp.healthy and exp.failing == ["traces"]
         exp.submit("logs", request("a", 5), 5)
         exp.submit("metrics", ExportMetricsServiceRequest().SerializeToString(), 0)
         await asyncio.to_thread(rx.received.wait_for, lambda r: len(r.log_records()) == 5 and r.requests["metrics"],
@@ -252,6 +252,7 @@ async def test_a_backend_down_for_one_signal_does_not_hold_back_the_others(kind)
         await asyncio.to_thread(rx.received.wait_for, lambda r: exp.stats.sent["traces"] == 20,
                                 what="the held traces", timeout=10)
         assert exp.stats.sent == {"logs": 5, "traces": 20, "metrics": 0} and not exp.stats.failed
+        assert exp.healthy and exp.failing == []
     finally:
         await exp.stop_async(2)
         rx.stop()

@@ -89,6 +89,11 @@ class Exporter:
         """False while any signal's export is failing."""
         return all(self._healthy.values())
 
+    @property
+    def failing(self) -> list[str]:
+        """The signals whose export is failing now."""
+        return [s for s, ok in self._healthy.items() if not ok]
+
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Run the lanes on `loop` (the caller's running event loop), or on a thread of their own."""
         if loop is not None:
