@@ -132,8 +132,10 @@ class GrpcSender:
         self._target = parts.netloc or endpoint
         if insecure is None:
             insecure = parts.scheme != "https"
+        # the exporter retries (its own backoff); the channel's reconnect backoff
+        # grows to 2 minutes by default, which would delay the recovery after an outage
         self._options = [("grpc.max_send_message_length", 64 << 20), ("grpc.enable_retries", 0),
-                         ("grpc.primary_user_agent", USER_AGENT)]
+                         ("grpc.max_reconnect_backoff_ms", 5000), ("grpc.primary_user_agent", USER_AGENT)]
         self._credentials = None
         if not insecure:
             root = Path(certificate).read_bytes() if certificate else None
