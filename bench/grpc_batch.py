@@ -39,7 +39,7 @@ async def cpu_to_send(port: int, payloads: list, repeat: int = 3) -> float:
     from otel_mta.export.senders import GRPC_METHODS
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)])
     calls = {s: channel.unary_unary(m) for s, m in GRPC_METHODS.items()}
-    await calls["logs"](payloads[0][1], timeout=10)  # connected and warm
+    await calls[payloads[0][0]](payloads[0][1], timeout=10)  # connected and warm
     best = float("inf")
     for _ in range(repeat):
         t0 = time.process_time()
