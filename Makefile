@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup setup-stack setup-tools run demo test test-python test-plugin docs bench bench-system-python fuzz clean
+.PHONY: help setup setup-stack setup-tools run demo test test-python test-plugin docs monitoring bench bench-system-python fuzz clean
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -29,9 +29,12 @@ setup: $(STAMP) tests/fixtures/msgpack_js/node_modules tests/gelf/node/node_modu
 setup-stack: setup  ## Redis (apt), FerretDB (Go), ZoneMTA, WildDuck + Node 22 (npm), SMTP sink — cached in .cache/
 	PYTHON=$(abspath $(PY)) STACK_SKIP_PY=1 bash tests/stack/setup.sh
 
-setup-tools:  ## the Collector (ocb) and Helm, built from Go modules into .cache/
+setup-tools:  ## the Collector (ocb), Helm, Prometheus + promtool and Jaeger, built from Go modules into .cache/
 	collector-config/build.sh >/dev/null
 	helm/install-helm.sh >/dev/null
+	tools/backends.sh prometheus >/dev/null
+	tools/backends.sh promtool >/dev/null
+	tools/backends.sh jaeger >/dev/null
 
 run: setup  ## run the sidecar on its embedded default: OTLP JSON files under ./otel-mta-data/otlp
 	OTEL_METRIC_EXPORT_INTERVAL=$${OTEL_METRIC_EXPORT_INTERVAL:-10000} $(VENV)/bin/otel-mta run
@@ -50,6 +53,10 @@ test-plugin:  ## the ZoneMTA plugin's own tests (node --test, real plugin host)
 
 docs: setup  ## regenerate docs/metrics.md from the catalog
 	$(PY) -m otel_mta.docs
+
+monitoring: setup  ## regenerate the dashboards, alert and recording rules from monitoring/config.yaml, copy them into the chart
+	$(PY) -m monitoring
+	bash helm/sync-monitoring.sh
 
 bench: setup  ## throughput per CPU-second, loss, RSS and latency, each beside its baseline (OTel SDK; Collector udplog)
 	$(PY) bench/remote_log.py

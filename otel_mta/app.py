@@ -158,6 +158,13 @@ class App:
         ready = all(s["ready"] for s in sources.values())
         return ready, {"sources": sources, "exporter": exporter}
 
+    def trace_id_for_queue_id(self, queue_id: str) -> bytes | None:
+        """The trace id of a queue id whose Message-ID the correlation index
+        knows (learned from its QUEUED entry), else None."""
+        corr = self.pipeline.mail.corr
+        mid = corr.index.get(queue_id)
+        return None if mid is None else corr.trace_for_key("mid:" + mid)
+
     def _announce(self) -> None:
         parts = [f"{s.name} on {s.endpoint}" for s in self.sources] or ["no sources enabled"]
         if self.health:

@@ -1,4 +1,4 @@
-"""The `otel-mta` command: run, check, top, --version."""
+"""The `otel-mta` command: run, check, top, trace-id, --version."""
 from __future__ import annotations
 
 import argparse
@@ -32,6 +32,28 @@ def _parser() -> argparse.ArgumentParser:
     top.add_argument("--json", action="store_true", help="print the status as JSON and exit")
     top.add_argument("--top", type=int, choices=range(1, 51), default=None, metavar="N",
                      help="rows per table, 1-50 (default: 10, or what fits the screen)")
+    text = "print the trace id of a message, from its Message-ID or its ZoneMTA queue id"
+    tp = sub.add_parser(
+        "trace-id", help=text, description=text + ". A queue id is resolved by the running sidecar, which "
+        "knows the Message-IDs of the messages it saw queued (docs/trace-ids.md).",
+        epilog="examples:\n  otel-mta trace-id '<20240101.1234@mail.example.org>'\n"
+               "  otel-mta trace-id 18c5f3d2a3e0001234 --endpoint otel-mta.mail:9478\n"
+               "  otel-mta trace-id 18c5f3d2a3e0001234 --url-template 'http://jaeger:16686/trace/{trace_id}'",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    tp.add_argument("id", help="a Message-ID (with or without <>) or a ZoneMTA queue id (18c5f3d2a3e0001234, "
+                               "or 18c5f3d2a3e0001234.002 from a log line)")
+    kind = tp.add_mutually_exclusive_group()
+    kind.add_argument("--message-id", dest="kind", action="store_const", const="message-id",
+                      help="take ID as a Message-ID (default: guessed: an @ or <> makes a Message-ID, hex a queue id)")
+    kind.add_argument("--queue-id", dest="kind", action="store_const", const="queue-id",
+                      help="take ID as a ZoneMTA queue id")
+    tp.add_argument("--endpoint", metavar="HOST:PORT",
+                    help="the sidecar's health endpoint, for queue ids (default: $OTEL_MTA_HEALTH_ENDPOINT, "
+                         "else 127.0.0.1:9478)")
+    tp.add_argument("--url-template", metavar="URL",
+                    help="also print this URL with {trace_id} replaced: a link into Grafana Explore, Tempo or "
+                         "Jaeger (default: $OTEL_MTA_TRACE_URL_TEMPLATE)")
+    tp.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="for the sidecar (default 5)")
     return p
 
 
@@ -43,6 +65,30 @@ def _positive(text: str) -> float:
     if not 0.1 <= value <= 3600:
         raise argparse.ArgumentTypeError("expected seconds from 0.1 to 3600")
     return value
+
+
+def _trace_id(args) -> int:
+    """Prints the trace id (and the link) on stdout, how it was found on stderr."""
+    import os
+
+    from otel_mta import lookup
+
+    template = args.url_template or os.environ.get("OTEL_MTA_TRACE_URL_TEMPLATE") or None
+    try:
+        if lookup.kind_of(args.id, args.kind) == "message-id":
+            answer = lookup.from_message_id(args.id)
+        else:
+            endpoint = args.endpoint or os.environ.get("OTEL_MTA_HEALTH_ENDPOINT")
+            answer = lookup.from_queue_id(args.id, endpoint, args.timeout)
+        url = lookup.link(template, answer.trace_id) if template else None
+    except lookup.LookupFailed as err:
+        print(f"otel-mta trace-id: {err}", file=sys.stderr)
+        return 1
+    print(answer.how, file=sys.stderr)
+    print(answer.trace_id)
+    if url:
+        print(url)
+    return 0
 
 
 def _setup_logging(level: str) -> None:
@@ -62,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         from otel_mta.top import run
 
         return run(args)
+    if args.command == "trace-id":   # needs no configuration
+        return _trace_id(args)
     from otel_mta import config
 
     try:

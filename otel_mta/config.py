@@ -224,6 +224,7 @@ class MongoDBSettings(MongoClientSettings):
     queue_database: str | None = None        # ZoneMTA's dbs.sender; default: the URI's database, else zone-mta
     queue_collection: str = "zone-queue"     # ZoneMTA's queue.collection
     max_zones: Annotated[int, Field(ge=1)] = 100
+    max_domains: Annotated[int, Field(ge=0)] = 20   # top destination domains per zone and state; 0: none
     max_databases: Annotated[int, Field(ge=1)] = 100
     max_collections: Annotated[int, Field(ge=1)] = 500
 

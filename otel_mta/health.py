@@ -1,6 +1,7 @@
 """HTTP health endpoints for Kubernetes probes: /healthz (the process serves)
 and /readyz (every enabled listener is bound and the exporter is configured);
-beside them /status, the live view `otel-mta top` reads (otel_mta/status.py)."""
+beside them /status, the live view `otel-mta top` reads (otel_mta/status.py), and /lookup,
+the read-only queue-id -> trace-id lookup behind `otel-mta trace-id` (otel_mta/lookup.py)."""
 from __future__ import annotations
 
 from aiohttp import web
@@ -25,6 +26,7 @@ class HealthServer:
         board = getattr(self._app, "status", None)
         if board is not None:
             status.add_routes(webapp, board)
+        webapp.router.add_get("/lookup", self._lookup)
         self._runner = web.AppRunner(webapp, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -42,3 +44,19 @@ class HealthServer:
     async def _readyz(self, request) -> web.Response:
         ready, detail = self._app.readiness()
         return web.json_response({"ready": ready, **detail}, status=200 if ready else 503)
+
+    async def _lookup(self, request) -> web.Response:
+        """GET /lookup?queue_id=ID: the trace id of a queue id the sidecar's
+        queue-id -> Message-ID index knows (404 when it does not). Answers with
+        the trace id only, never the Message-ID or any other message data."""
+        queue_id = request.query.get("queue_id", "").strip()
+        if not queue_id or len(queue_id) > MAX_QUEUE_ID:
+            return web.json_response(
+                {"error": f"give one queue id of 1 to {MAX_QUEUE_ID} characters: /lookup?queue_id=ID"}, status=400)
+        trace_id = self._app.trace_id_for_queue_id(queue_id)
+        if trace_id is None:
+            return web.json_response({"queue_id": queue_id, "known": False}, status=404)
+        return web.json_response({"queue_id": queue_id, "known": True, "trace_id": trace_id.hex()})
+
+
+MAX_QUEUE_ID = 256   # ZoneMTA's are 18 hex digits; anything much longer is not one

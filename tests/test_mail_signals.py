@@ -156,6 +156,8 @@ def test_metrics(capture, js_encode):
         assert point_attrs["mta.recipient.domain"] in ("example.com", "example.net")
     queued = {p[0]["mta.interface"]: p[1].as_int for p in rx.last_points("mta.message.queued")}
     assert queued == {"feeder": 1, "bounce": 1}
+    deliveries = {p[0]["mta.interface"]: p[1].as_int for p in rx.last_points("mta.delivery.queued")}
+    assert deliveries == {"feeder": 2, "bounce": 1}     # one per recipient: the queue's intake
     [(a, hist)] = [p for p in rx.last_points("mta.delivery.duration") if p[0]["mta.delivery.outcome"] == "delivered"]
     assert hist.count == 1 and hist.sum == pytest.approx(0.345)
     sizes = {p[0]["mta.interface"]: p[1].sum for p in rx.last_points("mta.message.size")}

@@ -107,6 +107,7 @@ class MailSignals:
         self.last_replies = LastReplies(4 * top_n + 1)   # latest deferral/rejection reply per domain (status.py)
         m = metrics
         self.m_queued = m.counter("mta.message.queued")
+        self.m_deliveries_queued = m.counter("mta.delivery.queued")
         self.m_queue_errors = m.counter("mta.message.queue_errors")
         self.m_size = m.histogram("mta.message.size")
         self.m_attempts = m.counter("mta.delivery.attempts")
@@ -121,6 +122,7 @@ class MailSignals:
         # store before each collection: a dict update costs a third of Counter.add
         self._n_attempts: dict = {}
         self._n_queued: dict = {}
+        self._n_deliveries: dict = {}
         m.before_collect(self.top_domain.rerank)
         m.before_collect(self.flush_counts)
         m.before_collect(lambda: m.gauge("otelmta_correlation_index_size").set(
@@ -130,7 +132,8 @@ class MailSignals:
     def flush_counts(self) -> None:
         """Add the counts kept in plain dicts to the metric store (before each
         collection, and when the status endpoint reads them)."""
-        for counter, counts in ((self.m_attempts, self._n_attempts), (self.m_queued, self._n_queued)):
+        for counter, counts in ((self.m_attempts, self._n_attempts), (self.m_queued, self._n_queued),
+                                (self.m_deliveries_queued, self._n_deliveries)):
             for values, n in counts.items():
                 counter.add(n, self.res, values)
             counts.clear()
@@ -251,6 +254,8 @@ class MailSignals:
             return now, body
         queued = self._n_queued
         queued[key] = queued.get(key, 0) + 1
+        deliveries = self._n_deliveries
+        deliveries[key] = deliveries.get(key, 0) + recipients
         if size is not None:
             self.m_size.record(size, res, key)
         self.tracker.queued(qid, trace_id, now, attrs, recipients, self.corr.root_span_id(qid))

@@ -12,7 +12,10 @@ spared):
   election term and age (names of our own: contrib has none). A standalone
   server answers NoReplicationEnabled; the metrics are simply absent.
 - ZoneMTA's queue collection (`zone-queue`): deliveries per zone and state and
-  the age of the oldest active and deferred delivery per zone. Only queries
+  the age of the oldest active and deferred delivery per zone; the top
+  destination domains per zone and state, and the last SMTP error of each top
+  deferred domain (KumoMTA #183's question: which destinations hold the queue,
+  and what do they answer). Only queries
   that an index of ZoneMTA's own indexes.yaml answers, forced with `hint` (a
   missing index fails the query instead of scanning the collection), each with
   maxTimeMS, a limit and a projection of small fields: message bodies (GridFS)
@@ -31,6 +34,8 @@ import time
 import uuid
 from urllib.parse import unquote
 
+from otel_mta import smtp_reply
+from otel_mta.privacy import TopN
 from otel_mta.sources.poller import Points, PollError, Poller, StartTimes
 
 log = logging.getLogger("otel_mta.mongodb")
@@ -45,6 +50,7 @@ STATES = {0: "STARTUP", 1: "PRIMARY", 2: "SECONDARY", 3: "RECOVERING", 5: "START
           7: "ARBITER", 8: "DOWN", 9: "ROLLBACK", 10: "REMOVED"}
 NOT_A_REPLICA_SET = {76, 59}    # NoReplicationEnabled; CommandNotFound (e.g. FerretDB)
 ACTIVE, DEFERRED = "active", "deferred"
+LAST_ERROR_SAMPLE = 10   # deferred deliveries read per top domain to find its newest reply
 
 
 def mongo_target(uri: str) -> tuple[str, list[tuple[str, int]], str | None]:
@@ -350,23 +356,31 @@ class MongoDBPoller(Poller):
 
     async def _queue_within(self, points: Points, started: float) -> None:
         """The queue queries in what is left of the poll's time, less a margin:
-        when they are slow the server's metrics still go out, without the queue's."""
+        when they are slow the server's metrics still go out, without the queue's.
+        The top domains come last, staged apart: when they run over, the
+        queue's counts and ages still go out, without them."""
         self._queue_summary = None
-        left = self.timeout * 0.9 - (time.monotonic() - started)
+        self._queue_zones = {}
         staged = Points()
+        if not await self._within(started, self._queue(staged), f"{self._queue_name}: not queried"):
+            return
+        if self.settings.max_domains and self.pipeline.redactor.recipient != "drop" and self._queue_zones:
+            domains = Points()
+            if await self._within(started, self._queue_domains(domains, self._queue_zones),
+                                  f"{self._queue_name}: top domains not queried"):
+                _merge(staged, domains)
+        _merge(points, staged)
+
+    async def _within(self, started: float, work, what: str) -> bool:
+        left = self.timeout * 0.9 - (time.monotonic() - started)
         try:
             if left <= 0:
                 raise asyncio.TimeoutError
-            complete = await asyncio.wait_for(self._queue(staged), left)
+            return await asyncio.wait_for(work, left)
         except (asyncio.TimeoutError, TimeoutError):
-            self._notes.append(f"{self._queue_name}: not queried within the poll's timeout, left out")
-            return
-        if not complete:    # all of the queue or nothing of it
-            return
-        for metric, per_resource in staged.data.items():
-            for resource, series in per_resource.items():
-                for values, value in series.items():
-                    points.add(metric, resource, values, value)
+            work.close()
+            self._notes.append(f"{what} within the poll's timeout, left out")
+            return False
 
     async def _queue(self, points: Points) -> bool:
         """ZoneMTA's queue: per zone, deliveries active (queued <= now) and
@@ -393,6 +407,7 @@ class MongoDBPoller(Poller):
                 zones.append(found[0]["sendingZone"])
                 flt = {"sendingZone": {"$gt": zones[-1]}}
             totals = {ACTIVE: 0, DEFERRED: 0}
+            per_zone: dict = {}
             for zone in zones:
                 due = {"sendingZone": zone, "queued": {"$lte": now}}
                 later = {"sendingZone": zone, "queued": {"$gt": now}}
@@ -400,6 +415,7 @@ class MongoDBPoller(Poller):
                 deferred = await coll.count_documents(later, hint="search_next", maxTimeMS=ms)
                 totals[ACTIVE] += active
                 totals[DEFERRED] += deferred
+                per_zone[zone] = {ACTIVE: active, DEFERRED: deferred}
                 if self.queue_size:
                     points.add("mta.queue.size", res, (zone, ACTIVE), active)
                     points.add("mta.queue.size", res, (zone, DEFERRED), deferred)
@@ -419,7 +435,70 @@ class MongoDBPoller(Poller):
                 self._notes.append(f"queue: {_short(err)}")
             return False
         self._queue_summary = (zones, totals)
+        self._queue_zones = per_zone
         return True
+
+    async def _queue_domains(self, points: Points, zones: dict) -> bool:
+        """Per zone and state, the `max_domains` destination domains with the most
+        deliveries (the rest as `other`), and for each top deferred domain the
+        newest SMTP reply among its LAST_ERROR_SAMPLE deferred deliveries due
+        last, normalised (smtp_reply) and with addresses masked as the privacy
+        policy says. Both walk search_next, whose keys hold sendingZone, queued
+        and domain: the grouping reads index keys only (MongoDB covers it); the
+        reply lookup fetches at most LAST_ERROR_SAMPLE documents per domain."""
+        from pymongo import errors
+        coll = self._mongo()[self.queue_db].get_collection(self.queue_collection, read_preference=self._rp)
+        res = self.pipeline.resources.zonemta
+        ms, n = self._max_ms, self.settings.max_domains
+        now = dt.datetime.now(dt.timezone.utc)
+        now_ms = now.timestamp() * 1000
+        try:
+            for zone, totals in zones.items():
+                for state, queued in ((ACTIVE, {"$lte": now}), (DEFERRED, {"$gt": now})):
+                    if not totals[state]:
+                        continue
+                    flt = {"sendingZone": zone, "queued": queued}
+                    top = await (await coll.aggregate(
+                        [{"$match": flt}, {"$group": {"_id": "$domain", "n": {"$sum": 1}}},
+                         {"$sort": {"n": -1, "_id": 1}}, {"$limit": n}],
+                        hint="search_next", maxTimeMS=ms)).to_list(n)
+                    counted = 0
+                    for row in top:
+                        domain = row.get("_id")
+                        count = _int(row.get("n")) or 0
+                        if not isinstance(domain, str) or not domain or domain == TopN.OTHER:
+                            continue
+                        domain = domain.lower()
+                        counted += count
+                        points.add("mta.queue.domain.size", res, (zone, state, domain), count)
+                        if state == DEFERRED:
+                            await self._last_error(coll, points, res, zone, domain, now, now_ms)
+                    if totals[state] > counted:
+                        points.add("mta.queue.domain.size", res, (zone, state, TopN.OTHER), totals[state] - counted)
+        except errors.ExecutionTimeout:
+            self._notes.append(f"{self._queue_name}: top domains over maxTimeMS, left out")
+            return False
+        except errors.OperationFailure as err:
+            self._notes.append(f"queue domains: {_short(err)}")
+            return False
+        return True
+
+    async def _last_error(self, coll, points: Points, res, zone: str, domain: str, now, now_ms: float) -> None:
+        flt = {"sendingZone": zone, "queued": {"$gt": now}, "domain": domain}
+        sample = await coll.find(flt, {"_deferred.last": 1, "_deferred.response": 1, "_id": 0}) \
+            .sort([("sendingZone", 1), ("queued", -1)]).hint("search_next") \
+            .limit(LAST_ERROR_SAMPLE).max_time_ms(self._max_ms).to_list(LAST_ERROR_SAMPLE)
+        newest = None
+        for doc in sample:
+            d = doc.get("_deferred")
+            if isinstance(d, dict) and isinstance(d.get("response"), str) and isinstance(d.get("last"), (int, float)):
+                if newest is None or d["last"] > newest["last"]:
+                    newest = d
+        if newest is None:
+            return
+        reply = smtp_reply.normalise(self.pipeline.redactor.text(newest["response"]))
+        age = round(max(0.0, (now_ms - newest["last"]) / 1000), 3)
+        points.add("mta.queue.domain.last_error_age", res, (zone, domain, reply or "(none)"), age)
 
     # -- check -----------------------------------------------------------------------
     def _describe(self, status: dict, databases: list[str]) -> str:
@@ -452,6 +531,13 @@ async def _oldest_age(coll, flt: dict, field: str, index: str, ms: int, now: dt.
         .hint(index).limit(1).max_time_ms(ms).to_list(1)
     when = _utc(first[0].get(field)) if first else None
     return round(max(0.0, (now - when).total_seconds()), 3) if when else None
+
+
+def _merge(into: Points, staged: Points) -> None:
+    for metric, per_resource in staged.data.items():
+        for resource, series in per_resource.items():
+            for values, value in series.items():
+                into.add(metric, resource, values, value)
 
 
 def _short(err) -> str:

@@ -18,7 +18,8 @@ import redis.exceptions
 
 from otel_mta.sources.poller import Points, PollError, Poller, StartTimes, redact_url
 
-# INFO field -> contrib metric (redisreceiver metric_functions.go, enabled by default)
+# INFO field -> contrib metric (redisreceiver metric_functions.go, enabled by default,
+# and redis.maxmemory, which contrib has but leaves off)
 FIELDS = {
     "blocked_clients": "redis.clients.blocked",
     "client_recent_max_input_buffer": "redis.clients.max_input_buffer",
@@ -31,6 +32,7 @@ FIELDS = {
     "keyspace_hits": "redis.keyspace.hits",
     "keyspace_misses": "redis.keyspace.misses",
     "latest_fork_usec": "redis.latest_fork",
+    "maxmemory": "redis.maxmemory",   # optional in contrib; on here: alerts need used/max
     "master_repl_offset": "redis.replication.offset",
     "mem_fragmentation_ratio": "redis.memory.fragmentation_ratio",
     "rdb_changes_since_last_save": "redis.rdb.changes_since_last_save",

@@ -186,3 +186,50 @@ def span_rows(requests: list[dict]) -> list[dict]:
                         "Links.TraceId": [], "Links.SpanId": [], "Links.TraceState": [], "Links.Attributes": [],
                     })
     return rows
+
+
+_METRIC_KINDS = {"gauge": "gauge", "sum": "sum", "histogram": "histogram"}
+
+
+def metric_rows(requests: list[dict]) -> dict[str, list[dict]]:
+    """Rows of otel_metrics_gauge / _sum / _histogram as the exporter fills them
+    (internal/metrics/*_metrics.go): one per data point, the resource's and the
+    point's attributes as strings, times in DateTime (seconds)."""
+    out: dict[str, list[dict]] = {kind: [] for kind in _METRIC_KINDS.values()}
+    for req in requests:
+        for rm in req.get("resourceMetrics", []):
+            res = attrs(rm.get("resource", {}))
+            for sm in rm.get("scopeMetrics", []):
+                scope = sm.get("scope", {})
+                for m in sm.get("metrics", []):
+                    kind = next((k for k in _METRIC_KINDS if k in m), None)
+                    if kind is None:
+                        continue       # exponential histograms and summaries: otel-mta sends none
+                    data = m[kind]
+                    for dp in data.get("dataPoints", []):
+                        row = {"ResourceAttributes": res, "ResourceSchemaUrl": rm.get("schemaUrl", ""),
+                               "ScopeName": scope.get("name", ""), "ScopeVersion": scope.get("version", ""),
+                               "ScopeAttributes": attrs(scope), "ScopeDroppedAttrCount": 0,
+                               "ScopeSchemaUrl": sm.get("schemaUrl", ""), "ServiceName": res.get("service.name", ""),
+                               "MetricName": m["name"], "MetricDescription": m.get("description", ""),
+                               "MetricUnit": m.get("unit", ""), "Attributes": attrs(dp),
+                               "StartTimeUnix": int(dp.get("startTimeUnixNano", 0)) // 1_000_000_000,
+                               "TimeUnix": int(dp.get("timeUnixNano", 0)) // 1_000_000_000,
+                               "Flags": dp.get("flags", 0)}
+                        temporality = data.get("aggregationTemporality", 0)
+                        if isinstance(temporality, str):
+                            temporality = {"AGGREGATION_TEMPORALITY_DELTA": 1,
+                                           "AGGREGATION_TEMPORALITY_CUMULATIVE": 2}.get(temporality, 0)
+                        if kind == "histogram":
+                            row.update({"Count": int(dp.get("count", 0)), "Sum": float(dp.get("sum", 0)),
+                                        "BucketCounts": [int(c) for c in dp.get("bucketCounts", [])],
+                                        "ExplicitBounds": [float(b) for b in dp.get("explicitBounds", [])],
+                                        "Min": float(dp.get("min", 0)), "Max": float(dp.get("max", 0)),
+                                        "AggregationTemporality": temporality})
+                        else:
+                            row["Value"] = float(dp["asDouble"]) if "asDouble" in dp else float(int(dp.get("asInt", 0)))
+                            if kind == "sum":
+                                row.update({"AggregationTemporality": temporality,
+                                            "IsMonotonic": bool(data.get("isMonotonic", False))})
+                        out[_METRIC_KINDS[kind]].append(row)
+    return out

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 import uuid
@@ -24,7 +25,8 @@ from tests.stack import paths
 from tests.stack.proc import LOOPBACK, Process, free_port
 
 OWN = {"mongodb.replset.member.health", "mongodb.replset.member.replication_lag", "mongodb.replset.term",
-       "mongodb.replset.election.age", "mta.queue.oldest_age"}
+       "mongodb.replset.election.age", "mta.queue.oldest_age", "mta.queue.domain.size",
+       "mta.queue.domain.last_error_age"}
 CONTRIB = area("mongodb") - OWN
 
 
@@ -227,16 +229,26 @@ def assert_indexed_and_bounded(commands: Commands, db: str, coll: str) -> int:
         assert cmd.get("maxTimeMS"), cmd
         hint = cmd.get("hint")
         assert hint in indexes, cmd
+        key = indexes[hint]
+        if name == "find" and "domain" in cmd["filter"]:     # a top domain's last reply
+            flt, sort = cmd["filter"], list(cmd.get("sort", {}))
+            assert cmd.get("limit") == 10 and set(cmd["projection"]) == {"_id", "_deferred.last", "_deferred.response"}
+            # equality on sendingZone, range and order on queued, domain tested on the index key
+            assert hint == "search_next" and sort == key[:2] and set(flt) == {"sendingZone", "queued", "domain"}, cmd
+            continue
         if name == "find":
             flt, sort = cmd["filter"], list(cmd.get("sort", {}))
             assert cmd.get("limit") == 1 and cmd.get("projection"), cmd
             assert set(cmd["projection"]) <= {"_id", "sendingZone", "queued", "created"}, cmd
+        elif name == "aggregate" and len(cmd["pipeline"]) == 4:    # top domains: index keys only
+            flt, sort = cmd["pipeline"][0]["$match"], []
+            assert cmd["pipeline"][1] == {"$group": {"_id": "$domain", "n": {"$sum": 1}}}, cmd
+            assert list(cmd["pipeline"][3]) == ["$limit"] and "domain" in key, cmd
         elif name == "aggregate":          # count_documents
             flt, sort = cmd["pipeline"][0]["$match"], []
             assert [list(s)[0] for s in cmd["pipeline"][1:]] == ["$group"], cmd
         else:
             raise AssertionError(f"unexpected {name} on the queue: {cmd}")
-        key = indexes[hint]
         fields = list(dict.fromkeys(list(flt) + sort))
         if hint == "findall":    # walks the created index; the rest filters while it walks
             assert sort == ["created"], cmd
@@ -316,6 +328,117 @@ async def test_queue_ages_and_counts_per_zone_and_state(rig, mongo_poller, ferre
     assert await only_ages.poll_once()
     points = export()
     assert "mta.queue.size" not in points and len(points["mta.queue.oldest_age"]) == 3
+
+
+async def test_top_destination_domains_and_their_last_error_from_the_real_zonemta(
+        rig, mongo_poller, zonemta, smtp_sink):
+    """The real ZoneMTA defers mail to two destinations with different replies:
+    the queue's top domains and what each last answered, as ZoneMTA stored it."""
+    build, export = rig
+    smtp_sink.reply("slow.example", "421 4.7.0 Too many connections from 192.0.2.1, session a1b2c3d4e5f6")
+    smtp_sink.reply("grey.example", "451 4.7.1 Greylisted, try again later")
+    zonemta.send("sender@example.com", ["a@slow.example", "b@slow.example", "c@grey.example"])
+    smtp_sink.wait_for_refused(3)
+    commands, listener = monitoring()
+    poller = mongo_poller(build(), zonemta.mongo_uri, listener=listener)
+    deadline = time.time() + 20
+    while True:
+        assert await poller.poll_once(), poller.last_error
+        points = export()
+        sizes = {p.attrs["mta.recipient.domain"]: p.value for p in points.get("mta.queue.domain.size", [])
+                 if p.attrs["mta.queue.state"] == "deferred"}
+        if sizes == {"slow.example": 2, "grey.example": 1} or time.time() > deadline:
+            break
+    assert sizes == {"slow.example": 2, "grey.example": 1}
+    errors = {p.attrs["mta.recipient.domain"]: p for p in points["mta.queue.domain.last_error_age"]}
+    assert set(errors) == {"slow.example", "grey.example"}
+    assert errors["slow.example"].attrs["mta.smtp.response"].endswith(
+        "421 4.7.0 Too many connections from <ip>, session <id>")
+    assert errors["grey.example"].attrs["mta.smtp.response"].endswith("451 4.7.1 Greylisted, try again later")
+    assert all(p.attrs["mta.zone"] == "default" and 0 <= p.value < 60 and p.unit == "s" for p in errors.values())
+    assert_matches_catalog(points)
+    assert assert_indexed_and_bounded(commands, zonemta.mongo_db, "zone-queue") >= 7
+
+
+async def test_top_domains_are_bounded_and_the_rest_is_other(rig, mongo_poller, ferretdb):
+    """max_domains per zone and state, the rest as `other` (the sum stays the
+    queue size); the newest reply of each top deferred domain, addresses masked."""
+    build, export = rig
+    db_name = f"zd-{uuid.uuid4().hex[:6]}"
+    coll = ferretdb.client()[db_name]["zone-queue"]
+    for name, key in zonemta_indexes().items():
+        coll.create_index([(k, 1) for k in key], name=name)
+    now = dt.datetime.now(dt.timezone.utc)
+    now_ms = int(now.timestamp() * 1000)
+    docs = []
+
+    def add(domain, due_in_s, last_ago_s=None, response=None, zone="default"):
+        doc = {"id": f"18f0{len(docs):012x}", "seq": "001", "domain": domain, "sendingZone": zone,
+               "recipient": f"x@{domain}", "locked": False, "lockTime": 0, "assigned": "no",
+               "queued": now + dt.timedelta(seconds=due_in_s), "created": now - dt.timedelta(hours=1)}
+        if response:
+            doc["_deferred"] = {"first": now_ms - 3_600_000, "count": 2, "last": now_ms - last_ago_s * 1000,
+                                "next": now_ms + due_in_s * 1000, "response": response}
+        docs.append(doc)
+
+    for i in range(3):
+        add("gmail.com", 600 + i, 100 + i, "421 4.7.28 Our system has detected an unusual rate from 192.0.2.7")
+    add("gmail.com", 60, 30, "421 4.7.28 Rate limited for <bob@gmail.com> id 9f8e7d6c5b4a")   # newest, due soonest
+    for i in range(2):
+        add("yahoo.com", 300, 500, "451 4.7.1 Greylisted")
+    add("web.de", 300, 50, "450 4.2.1 Mailbox busy")
+    for i in range(4):
+        add("example.net", -10)       # active, due now
+    add("example.org", -10)
+    coll.insert_many(docs)
+    commands, listener = monitoring()
+    poller = mongo_poller(build(), ferretdb.uri + db_name, listener=listener, max_domains=2)
+    assert await poller.poll_once(), poller.last_error
+    points = export()
+    sizes = {(p.attrs["mta.queue.state"], p.attrs["mta.recipient.domain"]): p.value
+             for p in points["mta.queue.domain.size"]}
+    assert sizes == {("deferred", "gmail.com"): 4, ("deferred", "yahoo.com"): 2, ("deferred", "other"): 1,
+                     ("active", "example.net"): 4, ("active", "example.org"): 1}
+    replies = {p.attrs["mta.recipient.domain"]: (p.attrs["mta.smtp.response"], p.value)
+               for p in points["mta.queue.domain.last_error_age"]}
+    assert set(replies) == {"gmail.com", "yahoo.com"}       # top deferred domains only
+    assert replies["gmail.com"][0] == "421 4.7.28 Rate limited for <***@gmail.com> id <id>"
+    assert 30 <= replies["gmail.com"][1] < 35
+    assert replies["yahoo.com"][0] == "451 4.7.1 Greylisted" and 500 <= replies["yahoo.com"][1] < 505
+    assert assert_indexed_and_bounded(commands, db_name, "zone-queue") >= 8
+
+    none = mongo_poller(build(), ferretdb.uri + db_name, max_domains=0)
+    assert await none.poll_once()
+    points = export()
+    assert "mta.queue.domain.size" not in points and "mta.queue.size" in points
+    dropped = build()
+    from otel_mta.privacy import Redactor
+    dropped.redactor = Redactor(recipient="drop")      # privacy.recipient: drop sends no domain at all
+    no_domains = mongo_poller(dropped, ferretdb.uri + db_name)
+    assert await no_domains.poll_once()
+    points = export()
+    assert "mta.queue.domain.size" not in points and "mta.queue.domain.last_error_age" not in points
+
+
+async def test_slow_domain_queries_leave_only_the_domains_out(rig, mongo_poller, ferretdb, monkeypatch):
+    build, export = rig
+    db_name = f"zs-{uuid.uuid4().hex[:6]}"
+    coll = ferretdb.client()[db_name]["zone-queue"]
+    for name, key in zonemta_indexes().items():
+        coll.create_index([(k, 1) for k in key], name=name)
+    coll.insert_one({"id": "18f000000000001", "seq": "001", "domain": "example.org", "sendingZone": "default",
+                     "recipient": "x@example.org", "locked": False, "lockTime": 0, "assigned": "no",
+                     "queued": dt.datetime.now(dt.timezone.utc), "created": dt.datetime.now(dt.timezone.utc)})
+    poller = mongo_poller(build(), ferretdb.uri + db_name, timeout="1s")
+
+    async def hang(points, zones):
+        await asyncio.sleep(5)
+    monkeypatch.setattr(poller, "_queue_domains", hang)
+    assert await poller.poll_once(), poller.last_error
+    points = export()
+    assert "mta.queue.size" in points and "mta.queue.domain.size" not in points
+    assert f"queue {db_name}.zone-queue: top domains not queried within the poll's timeout, left out" \
+        in poller.summary()
 
 
 # -- failures ----------------------------------------------------------------------

@@ -63,8 +63,11 @@ async def test_info_as_the_contrib_redisreceiver_names_it(rig, redis_poller, red
     assert one(points, "redis.db.avg_ttl", db=str(DB)).unit == "ms"   # Redis estimates it lazily: 0 at first
     assert one(points, "redis.keyspace.hits").value >= 1 and one(points, "redis.keyspace.misses").value >= 1
     assert {p.attrs["state"] for p in points["redis.cpu.time"]} >= {"sys", "user", "sys_children", "user_children"}
+    maxmemory = one(points, "redis.maxmemory")
+    assert maxmemory.kind == "gauge" and maxmemory.value == int(client.config_get("maxmemory")["maxmemory"])
     used = one(points, "redis.memory.used")
     assert used.kind == "gauge" and used.value > 100_000
+    assert one(points, "redis.maxmemory").value == 0          # Debian's default: no limit
     connected = one(points, "redis.clients.connected")
     assert connected.kind == "sum" and not connected.monotonic and connected.value >= 1
     # totals count from the server's start (now - uptime), stable across polls
@@ -77,6 +80,12 @@ async def test_info_as_the_contrib_redisreceiver_names_it(rig, redis_poller, red
     assert one(again, "redis.commands.processed").value > processed.value
     assert one(again, "redis.commands.processed").start_ns == processed.start_ns
     assert poller.summary().startswith("Redis 7.") and "keys" in poller.summary()
+    client.config_set("maxmemory", str(512 * 2**20))       # the limit dashboards set memory against
+    try:
+        assert await poller.poll_once()
+        assert one(export(), "redis.maxmemory").value == 512 * 2**20
+    finally:
+        client.config_set("maxmemory", "0")
     client.flushdb()
 
 

@@ -3,7 +3,8 @@
 FerretDB (our real stand-in) has no replSetGetStatus and a serverStatus without
 connections/opcounters/mem/repl/wiredTiger sections. This server answers those
 commands with documents shaped like MongoDB 7.0's, field by field as the
-MongoDB manual documents them (serverStatus, replSetGetStatus, dbStats, hello),
+MongoDB manual documents them (serverStatus, replSetGetStatus, dbStats,
+listDatabases, hello),
 with BSON types as mongod sends them (Int64 for NumberLong counters, Timestamp
 optimes, UTC datetimes). It is a recording, not a database: any other command
 gets mongod's real CommandNotFound error (code 59).
@@ -70,11 +71,13 @@ class MongoReplicaSetMock:
                          "avgObjSize": 1130.5, "dataSize": 2612585.0, "storageSize": 1146880.0,
                          "indexes": 14, "indexSize": 737280.0,
                          "fsUsedSize": 17179869184.0, "fsTotalSize": 107374182400.0}
+        self.databases = ["admin", "config", "local", "zone-mta"]
         self.calls: list[str] = []  # command names received, lowercase, without hello
         self._handlers = {
             "hello": self.hello, "ismaster": self.hello, "ping": lambda r: {},
             "buildinfo": self.build_info, "serverstatus": self.server_status,
             "replsetgetstatus": self.repl_set_get_status, "dbstats": self.db_stats_reply,
+            "listdatabases": self.list_databases,
             "endsessions": lambda r: {},
         }
         self.server.autoresponds(mockupdb.Matcher(), self._dispatch)
@@ -261,6 +264,14 @@ class MongoReplicaSetMock:
             "members": members,
             **self._cluster_fields(),
         }
+
+    def list_databases(self, request=None) -> dict:
+        """listDatabases as mongod answers it (nameOnly: names alone)."""
+        if request is not None and request.doc.get("nameOnly"):
+            return {"databases": [{"name": n} for n in self.databases]}
+        size = float(self.db_stats["storageSize"] + self.db_stats["indexSize"])
+        return {"databases": [{"name": n, "sizeOnDisk": size, "empty": False} for n in self.databases],
+                "totalSize": size * len(self.databases), "totalSizeMb": self._bson.Int64(0)}
 
     def db_stats_reply(self, request=None) -> dict:
         db = getattr(request, "namespace", None) or "test"

@@ -61,3 +61,10 @@ def test_unknown_command_fails_like_mongod(mongo_mock, client):
         client.admin.command("top")
     assert err.value.code == 59
     assert mongo_mock.calls[-1] == "top"
+
+
+def test_list_databases_like_mongod(mongo_mock, client):
+    names = [d["name"] for d in client.admin.command("listDatabases", nameOnly=True)["databases"]]
+    assert names == mongo_mock.databases
+    full = client.admin.command("listDatabases")
+    assert all(d["sizeOnDisk"] > 0 for d in full["databases"]) and full["totalSize"] > 0

@@ -172,3 +172,26 @@ refuses data at the same 80 %). The argument is a Kubernetes quantity. */}}
 {{- mulf $n (get $units (trimPrefix $n $q)) 0.8 | floor | int64 -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The alerting and recording rules (files/monitoring/rules/, copied from
+monitoring/generated/ by helm/sync-monitoring.sh) as a dict with `groups`:
+runbook URLs moved to monitoring.rules.runbookBaseUrl, monitoring.rules.alertLabels
+added to every alert (an alert's own labels, severity first of all, win).
+*/}}
+{{- define "otel-mta.rules" -}}
+{{- $cfg := .Values.monitoring.rules -}}
+{{- $text := .Files.Get "files/monitoring/rules/otel-mta.rules.yaml" -}}
+{{- with $cfg.runbookBaseUrl -}}
+{{- $text = replace "https://github.com/otel-mta/otel-mta/blob/main/docs/runbooks.md#" (printf "%s#" .) $text -}}
+{{- end -}}
+{{- $rules := fromYaml $text -}}
+{{- range $group := $rules.groups -}}
+{{- range $rule := $group.rules -}}
+{{- if and $rule.alert $cfg.alertLabels -}}
+{{- $_ := set $rule "labels" (merge (deepCopy ($rule.labels | default dict)) $cfg.alertLabels) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $rules -}}
+{{- end -}}
