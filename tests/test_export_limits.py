@@ -177,6 +177,25 @@ def test_the_delay_the_receiver_asks_for_is_honoured(kind):
         rx.stop()
 
 
+def test_permanent_errors_are_logged_once_per_interval(caplog):
+    rx = GrpcReceiver()
+    rx.received.fail_with = grpc.StatusCode.PERMISSION_DENIED
+    exp = Exporter(GrpcSender(rx.endpoint, {}, 5.0), ExportQueue(1 << 20), 0.05, 0.1)
+    exp.start()
+    try:
+        with caplog.at_level("ERROR", logger="otel_mta.export"):
+            for n in range(6):
+                exp.submit("logs", request(str(n), 2), 2)
+            rx.received.wait_for(lambda r: exp.stats.failed.get(("logs", "permanent_error")) == 12,
+                                 what="six refusals")
+        lines = [r.getMessage() for r in caplog.records if "permanent error" in r.getMessage()]
+        assert len(lines) == 1 and "PERMISSION_DENIED" in lines[0]
+        assert exp.stats.retries == 0 and rx.received.calls == 6
+    finally:
+        exp.stop(1)
+        rx.stop()
+
+
 def test_resource_exhausted_with_retry_info_is_retried_not_split():
     """A server that is busy (RetryInfo) gets the same request again after its delay."""
     rx = GrpcReceiver()
@@ -356,3 +375,39 @@ def test_the_sidecar_behind_a_1_mib_limit_loses_nothing(sidecar, js_encode, tmp_
         if proxy:
             proxy.stop()
         rx.stop()
+
+
+async def test_a_cancel_always_ends_the_export_lanes():
+    """Python 3.11's wait_for can swallow a cancel that arrives as the awaited
+    call finishes; the lanes wait with asyncio.timeout(), so a cancel at any
+    moment, here while a collector refuses at once, ends them."""
+    import random
+    from otel_mta.export.senders import Result
+
+    class RefusesAtOnce:
+        name, endpoint, window = "test", "nowhere", 4
+
+        async def send_async(self, signal, payload):
+            return Result(False, True, error="UNAVAILABLE")
+
+        async def aclose(self):
+            pass
+
+        def close(self):
+            pass
+
+    for i in range(300):
+        exp = Exporter(RefusesAtOnce(), ExportQueue(1 << 20), initial_backoff_s=0.5, max_backoff_s=0.5)
+        exp.start(asyncio.get_running_loop())
+        exp.submit("logs", request("a", 1), 1)
+        await asyncio.sleep(random.uniform(0, 0.003))   # refused: the lane waits out its backoff
+        exp.submit("logs", request("b", 1), 1)          # wakes the lane's wait ...
+        exp._task.cancel()                              # ... in the same moment as the cancel
+        # asyncio.wait, not await: awaiting would pass the test's own timeout on as another cancel
+        done, _ = await asyncio.wait({exp._task}, timeout=5)
+        if not done:
+            exp._stopping = True   # end it for good before failing
+            pytest.fail(f"cancel {i + 1} was swallowed: the export lanes still run")
+        assert exp._task.cancelled()
+        # what the lane held is counted, not silently gone
+        assert exp.stats.failed == {("logs", "shutdown"): 2}
