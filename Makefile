@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup setup-stack setup-tools run demo test test-python test-plugin docs monitoring bench bench-system-python fuzz clean
+.PHONY: help setup setup-stack setup-tools setup-backends run demo test test-python test-plugin docs monitoring bench bench-system-python fuzz clean
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -29,12 +29,13 @@ setup: $(STAMP) tests/fixtures/msgpack_js/node_modules tests/gelf/node/node_modu
 setup-stack: setup  ## Redis (apt), FerretDB (Go), ZoneMTA, WildDuck + Node 22 (npm), SMTP sink — cached in .cache/
 	PYTHON=$(abspath $(PY)) STACK_SKIP_PY=1 bash tests/stack/setup.sh
 
-setup-tools:  ## the Collector (ocb), Helm, Prometheus + promtool and Jaeger, built from Go modules into .cache/
+setup-tools:  ## the Collector (ocb) and Helm, built from Go modules into .cache/
 	collector-config/build.sh >/dev/null
 	helm/install-helm.sh >/dev/null
-	tools/backends.sh prometheus >/dev/null
-	tools/backends.sh promtool >/dev/null
-	tools/backends.sh jaeger >/dev/null
+
+BACKENDS := prometheus promtool victoria-metrics victoria-logs jaeger
+setup-backends:  ## Prometheus, promtool, VictoriaMetrics, VictoriaLogs, Jaeger, built from Go modules into .cache/backends/
+	@for b in $(BACKENDS); do tools/backends.sh $$b >/dev/null || exit 1; done
 
 run: setup  ## run the sidecar on its embedded default: OTLP JSON files under ./otel-mta-data/otlp
 	OTEL_METRIC_EXPORT_INTERVAL=$${OTEL_METRIC_EXPORT_INTERVAL:-10000} $(VENV)/bin/otel-mta run
@@ -42,14 +43,15 @@ run: setup  ## run the sidecar on its embedded default: OTLP JSON files under ./
 demo: setup  ## send realistic ZoneMTA remote-log traffic to a running sidecar (make run in another terminal)
 	$(PY) tools/replay.py --rate 50 --messages 200
 
-test: setup setup-stack setup-tools test-plugin test-python  ## set up and run every test
+test: setup setup-stack setup-tools setup-backends test-plugin test-python  ## set up and run every test
 	@echo "all tests passed"
 
-test-python: setup  ## the Python tests alone (pytest; needs setup-stack and setup-tools done)
+test-python: setup  ## the Python tests alone (pytest; needs setup-stack, setup-tools and setup-backends done)
 	CI=$${CI:-true} $(PY) -m pytest -q -p no:cacheprovider
 
-test-plugin:  ## the ZoneMTA plugin's own tests (node --test, real plugin host)
+test-plugin:  ## the plugins' own tests (node --test): ZoneMTA's real plugin host, a real Haraka 3.3.4
 	zonemta-plugin/scripts/ci.sh
+	haraka-plugin/scripts/ci.sh
 
 docs: setup  ## regenerate docs/metrics.md from the catalog
 	$(PY) -m otel_mta.docs
@@ -65,6 +67,7 @@ bench: setup  ## throughput per CPU-second, loss, RSS and latency, each beside i
 	$(PY) bench/grpc_batch.py
 	$(PY) bench/wildduck_poll.py
 	cd zonemta-plugin && npm run bench
+	cd haraka-plugin && npm run bench
 
 SYSTEM_PYTHON ?= /usr/bin/python3
 SYSTEM_VENV := .cache/venv-system

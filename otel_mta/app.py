@@ -66,7 +66,7 @@ class App:
         self._tasks = [
             asyncio.create_task(self._every(s.batch.logs_delay, self.pipeline.logs.flush)),
             asyncio.create_task(self._every(s.batch.spans_delay, self.pipeline.spans.flush)),
-            asyncio.create_task(self._every(0.25, self.pipeline.mail.tick)),
+            asyncio.create_task(self._every(0.25, self.pipeline.tick)),
             asyncio.create_task(self._every(s.metrics.interval, self.export_metrics)),
             asyncio.create_task(self._every(60.0, self._status_line)),
             asyncio.create_task(self._every(1.0, self._tune_memory)),
@@ -92,7 +92,7 @@ class App:
                 log.warning("stopping %s took over %.0f s; going on without it", source.name, SOURCE_STOP_S)
             except Exception:  # keep shutting the others down
                 log.exception("stopping %s failed", source.name)
-        self.pipeline.mail.tick(flush_all=True)
+        self.pipeline.tick(flush_all=True)
         self.pipeline.flush()
         self.export_metrics()
         if self.health:
@@ -161,7 +161,7 @@ class App:
     def trace_id_for_queue_id(self, queue_id: str) -> bytes | None:
         """The trace id of a queue id whose Message-ID the correlation index
         knows (learned from its QUEUED entry), else None."""
-        corr = self.pipeline.mail.corr
+        corr = self.pipeline.correlator
         mid = corr.index.get(queue_id)
         return None if mid is None else corr.trace_for_key("mid:" + mid)
 

@@ -87,6 +87,12 @@ def attempt_span_id_py(queue_id: str, seq: str, action: str, defcount: int = 0) 
     return _digest(f"attempt:{queue_id.strip(WS)}:{seq}:{action}:{int(defcount)}", 8)
 
 
+def inbound_span_id(transaction_id: str) -> bytes:
+    """The SERVER span of an inbound SMTP transaction (Haraka's transaction uuid,
+    `<connection uuid>.N`); Haraka's relay attempts of that message are its children."""
+    return _digest("inbound:" + transaction_id.strip(WS), 8)
+
+
 def phase_span_id(attempt: bytes, phase: str) -> bytes:
     """A child of an attempt span (connect, tls, smtp) reported by the plugin."""
     return _digest(f"phase:{attempt.hex()}:{phase}", 8)

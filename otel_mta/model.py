@@ -3,6 +3,8 @@
 - MailEvent: something ZoneMTA did with a message (a remote-log entry, or the
   same entry reported by our ZoneMTA plugin, possibly with delivery phases).
 - LogLine: a log line from a producer (GELF from WildDuck, ZoneMTA, Haraka).
+- InboundConnection, InboundTransaction (with InboundRecipient, SmtpClient,
+  Refusal), RelayAttempt: what an inbound MTA did (the Haraka plugin's events).
 Status pollers write samples straight into the metric store (signals/metrics.py).
 """
 from __future__ import annotations
@@ -68,3 +70,93 @@ class LogLine:
     trace_id: bytes | None = None
     span_id: bytes | None = None
     event_name: str | None = None
+
+
+# -- inbound SMTP (the Haraka plugin's events, docs/events.md) -------------------
+@dataclass(slots=True)
+class SmtpClient:
+    """Who is on the other end of an inbound SMTP session (personal: privacy.client)."""
+    ip: str | None = None
+    host: str | None = None          # reverse DNS
+    helo: str | None = None
+    local_port: int | None = None    # the port it connected to (25, 587...)
+    tls: bool = False
+    esmtp: bool = False
+    relaying: bool = False
+    auth_user: str | None = None
+
+
+@dataclass(slots=True)
+class Refusal:
+    """An SMTP refusal: at which hook, the reply, and the plugin that refused (None: Haraka itself)."""
+    stage: str
+    code: int | None
+    reply: str | None
+    plugin: str | None
+    time_ns: int
+
+
+@dataclass(slots=True)
+class InboundRecipient:
+    address: str
+    outcome: str                     # accepted | refused | deferred | aborted
+    time_ns: int
+    code: int | None = None
+    reply: str | None = None
+    stage: str | None = None
+    plugin: str | None = None
+
+
+@dataclass(slots=True)
+class InboundTransaction:
+    """One SMTP transaction (MAIL FROM to its end) an inbound MTA handled."""
+    transaction_id: str
+    connection_id: str
+    start_ns: int
+    end_ns: int
+    outcome: str                     # accepted | refused | deferred | aborted
+    mail_from: str
+    recipients: list                 # [InboundRecipient]
+    client: SmtpClient
+    code: int | None = None          # the reply that ended it
+    reply: str | None = None
+    stage: str | None = None         # the hook it ended at
+    plugin: str | None = None        # the plugin that refused it
+    omitted: dict | None = None      # recipients not listed, by outcome
+    message_id: str | None = None
+    size: int | None = None
+    data_start_ns: int | None = None
+    data_end_ns: int | None = None
+
+
+@dataclass(slots=True)
+class InboundConnection:
+    connection_id: str
+    start_ns: int
+    end_ns: int
+    outcome: str                     # accepted | refused (at the greeting)
+    transactions: int | None
+    refusals: list                   # [Refusal] outside transactions
+    client: SmtpClient
+
+
+@dataclass(slots=True)
+class RelayAttempt:
+    """One delivery attempt of an inbound MTA's own outbound queue (Haraka as a relay)."""
+    queue_id: str                    # Haraka: the transaction uuid plus .N per destination domain
+    outcome: str                     # delivered | deferred | bounced
+    domain: str
+    recipients: list                 # [(address, code, status, reply)]
+    end_ns: int
+    start_ns: int | None = None
+    queued_ns: int | None = None
+    attempt: int = 0                 # deferrals before this attempt
+    message_id: str | None = None
+    mx: str | None = None
+    ip: str | None = None
+    port: int | None = None
+    mode: str | None = None
+    tls: bool | None = None
+    reply: str | None = None
+    retry_in_s: int | None = None
+    omitted: int = 0

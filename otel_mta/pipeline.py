@@ -1,5 +1,10 @@
 """What every source hands its events to: the signal builders, the metric store
-and the self-telemetry counters, wired to one exporter."""
+and the self-telemetry counters, wired to one exporter.
+
+The mappings (signals/mail.py for ZoneMTA, signals/inbound.py for Haraka) have
+the same small interface (signals/mapping.py): handle(event) and tick(now_ns,
+flush_all). They share the correlator (which trace a message is in), the
+batchers, the metric store and the redactor, all made here."""
 from __future__ import annotations
 
 import logging
@@ -13,7 +18,9 @@ from otel_mta.privacy import Redactor
 from otel_mta.resources import Resources
 from otel_mta.signals import logs as L
 from otel_mta.signals.batch import Batcher
+from otel_mta.signals.inbound import InboundSignals
 from otel_mta.signals.mail import MailSignals
+from otel_mta.signals.mapping import Mapping
 from otel_mta.signals.metrics import MetricStore
 from otel_mta.signals.tracker import MessageTracker
 
@@ -56,11 +63,16 @@ class Pipeline:
                                       max_hold_s=s.correlation.root_hold, metrics=self.metrics,
                                       own_resource=self.resources.own,
                                       queued_capacity=s.correlation.max_queued_messages)
+        self.correlator = Correlator(s.correlation.index_size)
         self.mail = MailSignals(resources=self.resources, logs=self.logs, spans=self.spans,
                                 metrics=self.metrics, redactor=self.redactor,
-                                correlator=Correlator(s.correlation.index_size), tracker=self.tracker,
+                                correlator=self.correlator, tracker=self.tracker,
                                 top_n=s.metrics.top_n, dedup=mail_channels > 1,
                                 hold_s=s.correlation.hold)
+        self.inbound = InboundSignals(resources=self.resources, logs=self.logs, spans=self.spans,
+                                      metrics=self.metrics, redactor=self.redactor, correlator=self.correlator,
+                                      top_n=s.metrics.top_n, hold_s=s.correlation.hold)
+        self.mappings: tuple[Mapping, ...] = (self.mail, self.inbound)
         own = self.resources.own
         self._own = own
         self.congested = lambda: False  # the app points this at the export queue (receivers push back)
@@ -85,6 +97,11 @@ class Pipeline:
                               L.encode_attrs(L.TAG, line.attributes, cached_keys), line.trace_id,
                               line.span_id, line.event_name, line.severity_text)
         self.logs.add(res, record)
+
+    def tick(self, now_ns: int | None = None, flush_all: bool = False) -> None:
+        """Let every mapping release what waited long enough (everything with flush_all)."""
+        for mapping in self.mappings:
+            mapping.tick(now_ns, flush_all)
 
     def flush(self) -> None:
         self.logs.flush()

@@ -23,6 +23,9 @@ def test_span_id_vectors():
         assert ids.attempt_span_id(v["queue_id"], v["seq"], v["action"], v["defcount"]).hex() == v["span_id"]
     for v in VECTORS["phase_span_ids"]:
         assert ids.phase_span_id(bytes.fromhex(v["attempt_span_id"]), v["phase"]).hex() == v["span_id"]
+    assert VECTORS["inbound_span_ids"]
+    for v in VECTORS["inbound_span_ids"]:
+        assert ids.inbound_span_id(v["transaction_id"]).hex() == v["span_id"]
 
 
 def test_message_id_normalisation_keeps_local_part_case():

@@ -9,6 +9,7 @@
 const os = require('os');
 const configLib = require('./lib/config');
 const { Reporter } = require('./lib/reporter');
+const { Lifecycle } = require('./lib/lifecycle');
 const { PhaseTracker } = require('./lib/phases');
 const events = require('./lib/events');
 const traceIds = require('./lib/trace-ids');
@@ -18,62 +19,7 @@ const TITLE = 'OTel MTA';
 const LOG_PREFIX = 'OTelMTA';
 
 // All reporters of this process (one per plugin load), flushed on shutdown.
-const reporters = new Set();
-let processHooksInstalled = false;
-let shuttingDown = false;
-let beforeExitDone = false;
-let shutdownTimeoutMs = 2000;
-
-function drainAll(timeoutMs) {
-    return Promise.all([...reporters].map(r => r.drain(timeoutMs).catch(() => false)));
-}
-
-// SIGTERM/SIGINT: flush within the time limit. If nobody else handles the
-// signal, a listener would keep the process alive, so after the flush we step
-// aside and raise the signal again: the default action (exit) happens as if
-// we had never been there. A second signal during the flush exits at once.
-function onSignal(signal) {
-    const alone = process.listenerCount(signal) === 1;
-    if (shuttingDown) {
-        if (alone) {
-            reraise(signal);
-        }
-        return;
-    }
-    shuttingDown = true;
-    drainAll(shutdownTimeoutMs).then(() => {
-        if (alone) {
-            reraise(signal);
-        }
-    });
-}
-
-function reraise(signal) {
-    process.removeListener('SIGTERM', onSignal);
-    process.removeListener('SIGINT', onSignal);
-    process.kill(process.pid, signal);
-}
-
-// The event loop ran empty: flush once, within the time limit.
-function onBeforeExit() {
-    if (beforeExitDone) {
-        return;
-    }
-    beforeExitDone = true;
-    if ([...reporters].some(r => r.ring.length || r.inFlight)) {
-        drainAll(shutdownTimeoutMs);
-    }
-}
-
-function installProcessHooks() {
-    if (processHooksInstalled) {
-        return;
-    }
-    processHooksInstalled = true;
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-    process.on('beforeExit', onBeforeExit);
-}
+const lifecycle = new Lifecycle();
 
 function contextOf(app) {
     const ctx = app && app.manager && app.manager.context;
@@ -121,12 +67,13 @@ function setup(app) {
     const logger = app.logger;
     const context = contextOf(app);
     const cfg = configLib.load(pluginConfig(app), process.env, msg => logger && logger.error(LOG_PREFIX, 'config: %s', msg));
-    shutdownTimeoutMs = cfg.shutdownTimeoutMs;
+    lifecycle.shutdownTimeoutMs = cfg.shutdownTimeoutMs;
 
     const reporter = new Reporter({
         cfg,
         logger,
         logPrefix: LOG_PREFIX,
+        schema: 'otel-mta.events/v1',
         userAgent: `zonemta-otel-mta/${pkg.version}`,
         source: {
             service: 'zonemta',
@@ -213,10 +160,10 @@ function setup(app) {
         add('sender:headers', delivery => addTraceHeaders(delivery));
     }
 
-    reporters.add(reporter);
+    lifecycle.add(reporter);
     reporter.start();
     if (cfg.handleSignals) {
-        installProcessHooks();
+        lifecycle.install();
     }
     if (logger && typeof logger.info === 'function') {
         logger.info(LOG_PREFIX, 'reporting %s hooks to %s (context %s)', hooks.size, cfg.url.origin + cfg.url.pathname, context);
@@ -247,12 +194,7 @@ module.exports = {
     title: TITLE,
     init,
     // not part of ZoneMTA's plugin interface: for tests and embedding
-    _reporters: reporters,
-    drainAll,
-    closeAll() {
-        for (const r of reporters) {
-            r.close();
-        }
-        reporters.clear();
-    }
+    _reporters: lifecycle.reporters,
+    drainAll: timeoutMs => lifecycle.drainAll(timeoutMs),
+    closeAll: () => lifecycle.closeAll()
 };

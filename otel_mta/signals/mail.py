@@ -6,7 +6,9 @@ One MailEvent (a remote-log entry, or the same entry from our plugin) becomes:
   child of the message's root span, timed by ZoneMTA's `start` and `timer`;
 - metric points (catalog/mail.yaml).
 The message's root span is kept by MessageTracker until every recipient has a
-final outcome (docs/signals.md).
+final outcome (signals/tracker.py, docs/remote-log.md). SPAMCHECK / VIRUSCHECK
+entries logged before their message's QUEUED wait for it (signals/holding.py,
+shared with the inbound mapping); the interface is signals/mapping.py's.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from otel_mta.signals import logs as L
 from otel_mta.signals import traces as T
 from otel_mta.signals.batch import Batcher
 from otel_mta.signals.fields import delivery_fields, num, queued_fields
+from otel_mta.signals.holding import Holding
 from otel_mta.signals.metrics import MetricStore
 from otel_mta.signals.recent import LastReplies
 from otel_mta.signals.tracker import MessageTracker
@@ -90,8 +93,8 @@ class MailSignals:
         self.dedup = Deduplicator() if dedup else None
         self.hold_ns = int(hold_s * 1e9)
         self.max_held = max_held
-        self._held: dict[str, list] = {}        # queue id -> [(deadline_ns, event)]
-        self.held = 0
+        # SPAMCHECK / VIRUSCHECK entries waiting for their message's QUEUED (queue id -> entries)
+        self._checks = Holding(hold_s, max_held)
         # The plugin's delivery phases (docs/events.md) become children of the
         # attempt span, and the plugin's timing of the attempt is better than
         # the remote log's. While a plugin is reporting (`expect_phases`, renewed
@@ -149,12 +152,12 @@ class MailSignals:
         if action == "QUEUED" or action == "NOQUEUE":
             self.corr.learn(event.queue_id, event.entry.get("message-id"))
         elif action in HOLD_ACTIONS and self.hold_ns and self.corr.message_id(event) is None:
-            self._hold(event)
-            return
+            if self._checks.hold(event.queue_id, event):
+                return
+            # no room to wait: trace it by queue id now
         self._emit(event)
-        if action == "QUEUED" and self._held:
-            for _, held in self._held.pop(event.queue_id, ()):
-                self.held -= 1
+        if action == "QUEUED" and self._checks.held:
+            for held in self._checks.resolve(event.queue_id):
                 self._emit(held)
 
     def expect_phases(self, for_s: float = 900.0) -> None:
@@ -169,21 +172,15 @@ class MailSignals:
     def learn(self, queue_id: str, message_id: str) -> None:
         """The plugin saw the headers: map the queue id before QUEUED arrives."""
         self.corr.learn(queue_id, message_id)
-        for _, held in self._held.pop(queue_id, ()):
-            self.held -= 1
+        for held in self._checks.resolve(queue_id):
             self._emit(held)
 
     def tick(self, now_ns: int | None = None, flush_all: bool = False) -> None:
         """Release held entries whose wait is over, and end overdue root spans."""
         now_ns = now_ns or time.time_ns()
-        if self._held:
-            for qid in list(self._held):
-                waiting = self._held[qid]
-                if flush_all or waiting[0][0] <= now_ns:
-                    del self._held[qid]
-                    for _, event in waiting:
-                        self.held -= 1
-                        self._emit(event)
+        if self._checks.held:
+            for event in self._checks.expire(now_ns, flush_all):
+                self._emit(event)
         # both are in deadline order (insertion order): stop at the first still waiting
         while self._early:
             attempt_id, v = next(iter(self._early.items()))
@@ -197,12 +194,10 @@ class MailSignals:
             self._attempt_span(self._waiting.pop(attempt_id))
         self.tracker.expire(now_ns, flush_all=flush_all)
 
-    def _hold(self, event: MailEvent) -> None:
-        if self.held >= self.max_held:
-            self._emit(event)  # no room to wait: trace it by queue id now
-            return
-        self._held.setdefault(event.queue_id, []).append((time.time_ns() + self.hold_ns, event))
-        self.held += 1
+    @property
+    def held(self) -> int:
+        """Entries waiting for their message's QUEUED."""
+        return self._checks.held
 
     # -- mapping ---------------------------------------------------------
     # This runs for every entry (tens of thousands a second), so values used

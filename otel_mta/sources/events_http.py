@@ -197,14 +197,14 @@ class EventsSource(Source):
             self._reading -= 1
         doc = _loads(self._decompress(raw, WBITS[encoding]))
         try:
-            check_batch(doc, self.settings.max_events)
+            version = check_batch(doc, self.settings.max_events)
         except Invalid as err:
             if err.reason == "too_many_events":
                 raise Reply(413, f"more than {self.settings.max_events} events", err.reason,
                             max_events=self.settings.max_events) from None
-            raise Reply(400, "not an otel-mta.events/v1 batch", err.reason, detail=err.reason) from None
+            raise Reply(400, "not an otel-mta.events batch (v1 or v2)", err.reason, detail=err.reason) from None
         result = Result()
-        for _ in self.ingest.steps(doc["source"], doc["events"], result, SLICE):
+        for _ in self.ingest.steps(doc["source"], doc["events"], result, SLICE, version):
             await asyncio.sleep(0)   # let the other sources and timers run between slices
         self.ingest.count(result)
         return result.body()

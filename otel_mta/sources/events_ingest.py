@@ -9,6 +9,9 @@ status codes) is in events_http.py; this module knows what each event means.
 - `queue.release` / `queue.bounce` tell the root-span tracker a recipient is
   final; `queue.delayed` feeds `mta.delivery.deferral_age`.
 - `plugin.health` becomes the otelmta_plugin_* self-telemetry.
+- The Haraka plugin's `haraka.connection`, `haraka.transaction`,
+  `haraka.delivery` and `haraka.log` (batches of version 2) become the inbound
+  model types (model.py) for signals/inbound.py.
 Retried batches repeat their event ids: ids seen within the window are dropped
 and counted (`otelmta_receiver_dropped_records{reason=duplicate_id}`).
 """
@@ -18,7 +21,8 @@ import logging
 import time
 
 from otel_mta.correlate import HashWindow
-from otel_mta.model import MailEvent, Phase
+from otel_mta.model import (InboundConnection, InboundRecipient, InboundTransaction, LogLine, MailEvent, Phase,
+                            Refusal, RelayAttempt, SmtpClient)
 from otel_mta.pipeline import RateLimitedLog
 from otel_mta.sources.events_schema import Invalid, check_batch, check_event
 
@@ -117,7 +121,8 @@ class Ingest:
         self.mail = pipeline.mail
         self._handle_mail = pipeline.mail.handle
         self.tracker = pipeline.mail.tracker
-        self._index = pipeline.mail.corr.index
+        self._index = pipeline.correlator.index
+        self._handle_inbound = pipeline.inbound.handle
         self._seen = HashWindow(dedup_window) if dedup_window else None
         self._say = RateLimitedLog(log)
         m, zonemta = pipeline.metrics, pipeline.resources.zonemta
@@ -129,39 +134,43 @@ class Ingest:
             "message.queue": self._message_queue, "delivery.phases": self._phases,
             "queue.release": self._queue_release, "queue.bounce": self._queue_bounce,
             "queue.delayed": self._queue_delayed, "plugin.health": self._plugin_health,
+            "haraka.connection": self._haraka_connection, "haraka.transaction": self._haraka_transaction,
+            "haraka.delivery": self._haraka_delivery, "haraka.log": self._haraka_log,
         }
 
     # -- a batch ------------------------------------------------------------------
     def batch(self, doc, max_events: int = 10_000) -> Result:
         """A whole batch at once (tests, tools); raises Invalid for a broken envelope."""
-        check_batch(doc, max_events)
+        version = check_batch(doc, max_events)
         result = Result()
-        for _ in self.steps(doc["source"], doc["events"], result):
+        for _ in self.steps(doc["source"], doc["events"], result, version=version):
             pass
         self.count(result)
         return result
 
-    def steps(self, source: dict, events: list, result: Result, size: int = 500):
+    def steps(self, source: dict, events: list, result: Result, size: int = 500, version: int = 1):
         """Map the events, yielding every `size` events so that the HTTP side can
         let the event loop run. delivery.phases go first: an attempt whose entry
-        is in the same batch then gets the plugin's timing (MailSignals.phases)."""
-        self.mail.expect_phases()  # a plugin is reporting: attempt spans wait briefly for their phases
+        is in the same batch then gets the plugin's timing (MailSignals.phases).
+        `version` is the batch's (check_batch): v1 batches carry ZoneMTA's types only."""
+        if source.get("service") != "haraka":
+            self.mail.expect_phases()  # a ZoneMTA plugin is reporting: attempt spans wait briefly for their phases
         first, rest = [], []
         for i, ev in enumerate(events):
             (first if type(ev) is dict and ev.get("type") == "delivery.phases" else rest).append(i)
         for indexes in (first, rest):
             for start in range(0, len(indexes), size):
-                self.run(source, events, indexes[start:start + size], result)
+                self.run(source, events, indexes[start:start + size], result, version)
                 yield
 
-    def run(self, source: dict, events: list, indexes, result: Result) -> None:
+    def run(self, source: dict, events: list, indexes, result: Result, version: int = 1) -> None:
         """Check, de-duplicate and map events[i] for i in `indexes`."""
         seen = self._seen
         by_type = self._by_type
         for i in indexes:
             ev = events[i]
             try:
-                kind = check_event(ev)
+                kind = check_event(ev, version)
             except Invalid as err:
                 result.reject(i, err.reason)
                 continue
@@ -238,3 +247,65 @@ class Ingest:
 
     def _plugin_health(self, ev: dict, source: dict) -> None:
         self.health.update(source, ev)
+
+    # -- the Haraka plugin (version 2) -----------------------------------------------
+    def _haraka_connection(self, ev: dict, source: dict) -> None:
+        refusals = [Refusal(r["stage"], int(r["code"]), r["reply"], r.get("plugin"), int(r["time_ms"]) * MS)
+                    for r in ev.get("refusals", ())]
+        tx = ev.get("transactions")
+        self._handle_inbound(InboundConnection(ev["connection_id"], int(ev["start_ms"]) * MS, int(ev["time_ms"]) * MS,
+                                               ev["outcome"], int(tx) if tx is not None else None, refusals,
+                                               _client(ev)))
+
+    def _haraka_transaction(self, ev: dict, source: dict) -> None:
+        rcpts = [InboundRecipient(r["address"], r["outcome"], int(r["time_ms"]) * MS, _int_or_none(r.get("code")),
+                                  r.get("reply"), r.get("stage"), r.get("plugin")) for r in ev["recipients"]]
+        omitted = ev.get("recipients_omitted")
+        self._handle_inbound(InboundTransaction(
+            ev["transaction_id"], ev["connection_id"], int(ev["start_ms"]) * MS, int(ev["time_ms"]) * MS,
+            ev["outcome"], ev["mail_from"], rcpts, _client(ev), code=_int_or_none(ev.get("code")),
+            reply=ev.get("reply"), stage=ev.get("stage"), plugin=ev.get("plugin"),
+            omitted={k: int(v) for k, v in omitted.items()} if omitted else None,
+            message_id=ev.get("message_id"), size=_int_or_none(ev.get("size")),
+            data_start_ns=_ns(ev.get("data_start_ms")), data_end_ns=_ns(ev.get("data_end_ms"))))
+
+    def _haraka_delivery(self, ev: dict, source: dict) -> None:
+        rcpts = [(r["address"], _int_or_none(r.get("code")), r.get("status"), r.get("reply")) for r in ev["recipients"]]
+        self._handle_inbound(RelayAttempt(
+            ev["transaction_id"], ev["outcome"], ev["domain"], rcpts, int(ev["time_ms"]) * MS,
+            start_ns=_ns(ev.get("start_ms")), queued_ns=_ns(ev.get("queued_ms")),
+            attempt=int(ev.get("attempt", 0)), message_id=ev.get("message_id"), mx=ev.get("mx"), ip=ev.get("ip"),
+            port=_int_or_none(ev.get("port")), mode=ev.get("mode"), tls=ev.get("tls"), reply=ev.get("reply"),
+            retry_in_s=_int_or_none(ev.get("retry_in_s")), omitted=int(ev.get("recipients_omitted", 0))))
+
+    def _haraka_log(self, ev: dict, source: dict) -> None:
+        level = ev["level"]
+        attrs = {}
+        uuid = ev.get("uuid")
+        if uuid:
+            attrs["haraka.transaction.id" if "." in uuid else "haraka.connection.id"] = uuid
+        if ev.get("origin"):
+            attrs["haraka.log.origin"] = ev["origin"]
+        t = int(ev["time_ms"]) * MS
+        self._handle_inbound(LogLine(t, time.time_ns(), HARAKA_SEVERITY[level], level, ev["message"], attrs,
+                                     "haraka", event_name="haraka.log"))
+
+
+# Haraka's log levels -> OpenTelemetry severity numbers (the syslog table of the log data model)
+HARAKA_SEVERITY = {"DATA": 1, "PROTOCOL": 2, "DEBUG": 5, "INFO": 9, "NOTICE": 10, "WARN": 13, "ERROR": 17,
+                   "CRIT": 18, "ALERT": 19, "EMERG": 21}
+
+
+def _int_or_none(v):
+    return int(v) if v is not None else None
+
+
+def _ns(ms):
+    return int(ms) * MS if ms is not None else None
+
+
+def _client(ev: dict) -> SmtpClient:
+    port = ev.get("local_port")
+    return SmtpClient(ev.get("remote_ip"), ev.get("remote_host"), ev.get("helo"),
+                      int(port) if port is not None else None, ev.get("tls", False), ev.get("esmtp", False),
+                      ev.get("relaying", False), ev.get("auth_user"))

@@ -1,5 +1,6 @@
-"""Validation of plugin event batches against schema/events.v1.schema.json,
-written by hand.
+"""Validation of plugin event batches against schema/events.v1.schema.json
+and schema/events.v2.schema.json (v1's types and the Haraka plugin's haraka.*
+types), written by hand.
 
 Why not a JSON Schema library: per event, on this machine (Python 3.11),
 jsonschema's Draft202012Validator takes ~220 µs for a log.entry and ~800 µs
@@ -17,6 +18,7 @@ refused ("too_deep"); nothing ZoneMTA logs nests more than one level.
 from __future__ import annotations
 
 SCHEMA = "otel-mta.events/v1"
+SCHEMAS = {"otel-mta.events/v1": 1, "otel-mta.events/v2": 2}
 MAX_DEPTH = 16
 _CONTAINERS = frozenset((dict, list))
 _PHASE_NAMES = frozenset(("connect", "tls", "smtp"))
@@ -139,6 +141,83 @@ TYPES: dict[str, tuple[tuple[str, ...], dict]] = {
                       {k: _int for k in ("buffered", "dropped", "sent", "failed", "retries", "evicted",
                                          "hook_errors")}),
 }
+
+
+# -- version 2: the Haraka plugin's types --------------------------------------
+def _bool(v) -> bool:
+    return type(v) is bool
+
+
+def _int_in(lo: int, hi: int):
+    def check(v) -> bool:
+        t = type(v)
+        return (t is int or (t is float and v.is_integer())) and lo <= v <= hi
+    return check
+
+
+def _object(required: tuple, fields: dict):
+    """A closed object: the required keys, and every key known and valid."""
+    def check(v) -> bool:
+        if type(v) is not dict:
+            return False
+        for k in required:
+            if k not in v:
+                return False
+        for k, x in v.items():
+            c = fields.get(k)
+            if c is None or not c(x):
+                return False
+        return True
+    return check
+
+
+def _array(item, max_items: int):
+    return lambda v: type(v) is list and len(v) <= max_items and all(item(x) for x in v)
+
+
+_UUID = _str(1, 64)
+_CODE = _int_in(200, 599)
+_REPLY = _str(0, 1024)
+_STAGE = _str(1, 64)
+_PLUGIN = _str(1, 128)
+_ADDRESS = _str(0, 998)
+_PORT = _int_in(1, 65535)
+_CLIENT = {"remote_ip": _str(1, 64), "remote_host": _str(1, 255), "helo": _str(1, 255), "local_port": _PORT,
+           "tls": _bool, "esmtp": _bool, "relaying": _bool, "auth_user": _str(1, 255)}
+_OUTCOMES_IN = frozenset(("accepted", "refused", "deferred", "aborted"))
+_REFUSAL = _object(("stage", "code", "reply", "time_ms"),
+                   {"stage": _STAGE, "code": _CODE, "reply": _REPLY, "plugin": _PLUGIN, "time_ms": _int})
+_RECIPIENT = _object(("address", "outcome", "time_ms"),
+                     {"address": _ADDRESS, "outcome": _enum(_OUTCOMES_IN), "time_ms": _int, "code": _CODE,
+                      "reply": _REPLY, "stage": _STAGE, "plugin": _PLUGIN})
+_OMITTED = _object(("accepted", "refused", "deferred", "aborted"),
+                   {k: _int for k in ("accepted", "refused", "deferred", "aborted")})
+_DELIVERY_RECIPIENT = _object(("address",), {"address": _ADDRESS, "code": _CODE, "status": _str(1, 32),
+                                             "reply": _REPLY})
+_LEVELS = frozenset(("DATA", "PROTOCOL", "DEBUG", "INFO", "NOTICE", "WARN", "ERROR", "CRIT", "ALERT", "EMERG"))
+
+TYPES_V2: dict[str, tuple[tuple[str, ...], dict]] = {
+    "haraka.connection": (("connection_id", "start_ms", "outcome"),
+                          {"connection_id": _UUID, "start_ms": _int,
+                           "outcome": _enum(frozenset(("accepted", "refused"))), "transactions": _int,
+                           "refusals": _array(_REFUSAL, 20), **_CLIENT}),
+    "haraka.transaction": (("transaction_id", "connection_id", "start_ms", "outcome", "mail_from", "recipients"),
+                           {"transaction_id": _UUID, "connection_id": _UUID, "start_ms": _int,
+                            "outcome": _enum(_OUTCOMES_IN), "code": _CODE, "reply": _REPLY, "stage": _STAGE,
+                            "plugin": _PLUGIN, "mail_from": _ADDRESS, "recipients": _array(_RECIPIENT, 1000),
+                            "recipients_omitted": _OMITTED, "message_id": _MESSAGE_ID, "size": _int,
+                            "data_start_ms": _int, "data_end_ms": _int, **_CLIENT}),
+    "haraka.delivery": (("transaction_id", "outcome", "domain", "recipients"),
+                        {"transaction_id": _UUID, "outcome": _enum(frozenset(("delivered", "deferred", "bounced"))),
+                         "domain": _str(0, 255), "recipients": _array(_DELIVERY_RECIPIENT, 1000),
+                         "recipients_omitted": _int, "message_id": _MESSAGE_ID, "start_ms": _int,
+                         "queued_ms": _int, "attempt": _int, "mx": _str(1, 255), "ip": _str(1, 64), "port": _PORT,
+                         "mode": _str(1, 16), "tls": _bool, "auth": _bool, "reply": _REPLY, "retry_in_s": _int}),
+    "haraka.log": (("level", "message"), {"level": _enum(_LEVELS), "message": _str(1, 8192), "uuid": _UUID,
+                                          "origin": _str(1, 128)}),
+}
+TYPES.update(TYPES_V2)
+V1_TYPES = frozenset(TYPES) - frozenset(TYPES_V2)
 _FIELDS = {t: ({**_COMMON, **fields}, required) for t, (required, fields) in TYPES.items()}
 
 
@@ -242,11 +321,13 @@ _FAST = {"log.entry": _fast_log_entry, "delivery.phases": _fast_phases, "queue.r
          "message.headers": _fast_headers, "message.queue": _fast_queue}
 
 
-def check_event(ev) -> str:
-    """The event's type when `ev` is a valid v1 event; raises Invalid otherwise."""
+def check_event(ev, version: int = 2) -> str:
+    """The event's type when `ev` is a valid event of that batch version; raises Invalid otherwise."""
     if type(ev) is not dict:
         raise Invalid("not_an_object")
     kind = ev.get("type")
+    if version == 1 and kind not in V1_TYPES:
+        raise Invalid("unknown_type")
     fast = _FAST.get(kind) if type(kind) is str else None
     if fast is not None and fast(ev):
         return kind
@@ -272,11 +353,14 @@ _SOURCE = {"service": _str(1, 64), "instance": _str(1, 255), "pid": _int, "conte
            "plugin_version": _str(1, 64)}
 
 
-def check_batch(doc, max_events: int = 10_000) -> None:
-    """The envelope only (schema, source, events array); events are checked one by one."""
+def check_batch(doc, max_events: int = 10_000) -> int:
+    """The envelope only (schema, source, events array); events are checked one
+    by one. Returns the batch's version (1 or 2)."""
     if type(doc) is not dict:
         raise Invalid("not_a_batch")
-    if doc.get("schema") != SCHEMA:
+    schema = doc.get("schema")
+    version = SCHEMAS.get(schema) if type(schema) is str else None
+    if version is None:
         raise Invalid("unsupported_schema")
     if len(doc) != 3 or "source" not in doc or "events" not in doc:
         raise Invalid("not_a_batch")
@@ -289,3 +373,4 @@ def check_batch(doc, max_events: int = 10_000) -> None:
         raise Invalid("not_a_batch")
     if len(events) > max_events:
         raise Invalid("too_many_events")
+    return version

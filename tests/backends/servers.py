@@ -124,11 +124,11 @@ class VictoriaMetrics(_PromQL):
 
     name = "victoria-metrics"
 
-    def __init__(self, work: Path):
+    def __init__(self, work: Path, extra_args: list | None = None):
         super().__init__(work)
         self._start([backend_bin("victoria-metrics"), f"-storageDataPath={self.work / 'data'}",
                      f"-httpListenAddr=127.0.0.1:{self.port}", "-search.latencyOffset=0s",
-                     "-loggerLevel=WARN"], "/health")
+                     "-loggerLevel=WARN", *(extra_args or [])], "/health")
         self.otlp_url = f"{self.base}/opentelemetry"
 
 
@@ -153,20 +153,33 @@ class VictoriaLogs(_Backend):
 
 
 class Jaeger(_Backend):
-    """Jaeger v2 (all in one, in memory); OTLP gRPC at `otlp_grpc_endpoint`."""
+    """Jaeger v2 (all in one); OTLP gRPC at `otlp_grpc_endpoint`, its query API at `base`.
+
+    Traces are kept in memory, or with `persistent=True` in Badger on disk
+    under `work`, so they survive stop() and start() (an outage test restarts
+    it on the same ports)."""
 
     name = "jaeger"
 
-    def __init__(self, work: Path, grpc_port: int | None = None):
+    def __init__(self, work: Path, grpc_port: int | None = None, persistent: bool = False):
         super().__init__(work)
         self.grpc_port = grpc_port or free_port()
         self.otlp_grpc_endpoint = f"127.0.0.1:{self.grpc_port}"
-        config = self.work / "jaeger.yaml"
-        config.write_text(JAEGER_CONFIG.format(grpc=self.grpc_port, query=self.port,
-                                               health=free_port(), metrics=free_port()))
-        self._start([backend_bin("jaeger"), f"--config={config}"], "/api/services")
+        if persistent:
+            data = self.work / "badger"
+            storage = JAEGER_BADGER.format(keys=data / "keys", values=data / "values")
+        else:
+            storage = JAEGER_MEMORY
+        self.config = self.work / "jaeger.yaml"
+        self.config.write_text(JAEGER_CONFIG.format(grpc=self.grpc_port, query=self.port, health=free_port(),
+                                                    query_grpc=free_port(), storage=storage))
+        self.start()
+
+    def start(self) -> None:
+        self._start([backend_bin("jaeger"), f"--config={self.config}"], "/api/services")
 
     def trace(self, trace_id_hex: str) -> dict | None:
+        """The trace in Jaeger's JSON (`spans`, `processes`), or None when it has none."""
         status, body = http_get(f"{self.base}/api/traces/{trace_id_hex}")
         if status == 404:
             return None
@@ -175,8 +188,13 @@ class Jaeger(_Backend):
         data = json.loads(body).get("data") or []
         return data[0] if data else None
 
+    def services(self) -> list[str]:
+        return http_get_json(f"{self.base}/api/services").get("data") or []
 
-# Jaeger v2's all-in-one config, with every port ours (its defaults are 4317/4318/16686/...).
+
+# Jaeger v2's all-in-one config, with every port ours (its defaults are 4317/4318/16686/...)
+# and its own telemetry off (it would bind 8888). Checked against cmd/jaeger/config*.yaml
+# of the module tools/backends.sh builds.
 JAEGER_CONFIG = """\
 service:
   extensions: [jaeger_storage, jaeger_query, healthcheckv2]
@@ -196,17 +214,18 @@ extensions:
     http:
       endpoint: 127.0.0.1:{health}
   jaeger_query:
+    # on by default in Jaeger v2: it would send Jaeger's own traces to localhost:4317
+    enable_tracing: false
     storage:
-      traces: memstore
+      traces: store
     http:
       endpoint: 127.0.0.1:{query}
     grpc:
-      endpoint: 127.0.0.1:{metrics}
+      endpoint: 127.0.0.1:{query_grpc}
   jaeger_storage:
     backends:
-      memstore:
-        memory:
-          max_traces: 100000
+      store:
+{storage}
 receivers:
   otlp:
     protocols:
@@ -217,5 +236,16 @@ processors:
     timeout: 200ms
 exporters:
   jaeger_storage_exporter:
-    trace_storage: memstore
+    trace_storage: store
 """
+JAEGER_MEMORY = """\
+        memory:
+          max_traces: 100000"""
+JAEGER_BADGER = """\
+        badger:
+          directories:
+            keys: {keys}
+            values: {values}
+          ephemeral: false
+          ttl:
+            spans: 24h"""

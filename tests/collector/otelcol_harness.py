@@ -105,10 +105,11 @@ def _wait_listening(col: Collector, timeout: float = 20.0) -> None:
 
 
 def start_collector(bin_path: Path, work: Path, configs, env: dict | None = None,
-                    sets: list[str] | None = None) -> Collector:
-    """Start the Collector with `configs` (merged left to right) on free loopback ports."""
+                    sets: list[str] | None = None, ports: tuple[int, int] | None = None) -> Collector:
+    """Start the Collector with `configs` (merged left to right) on free loopback ports
+    (or on `ports`, (grpc, http), e.g. those of a Collector it replaces)."""
     work.mkdir(parents=True, exist_ok=True)
-    grpc_port, http_port = free_port(), free_port()
+    grpc_port, http_port = ports or (free_port(), free_port())
     full_env = {
         **os.environ,
         "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{grpc_port}",

@@ -6,12 +6,17 @@ import subprocess
 import pytest
 from otelcol_harness import CONFIG_DIR
 
+BACKEND_FILES = sorted(p.relative_to(CONFIG_DIR).as_posix() for p in (CONFIG_DIR / "backends").glob("*.yaml"))
+
 # Each entry is one way the configs are meant to be run (overlays merge left to right).
 SHIPPED = [
     ["gateway.yaml"],
     ["gateway.yaml", "tail-sampling.yaml"],
     ["loadbalancer.yaml"],
     ["local.yaml"],
+    # every backend on its own, and all of them at once with tail sampling
+    *[["gateway.yaml", b] for b in BACKEND_FILES],
+    ["gateway.yaml", *BACKEND_FILES, "tail-sampling.yaml"],
 ]
 
 
@@ -22,7 +27,7 @@ def validate(bin_path, configs, env=None):
 
 def test_every_config_file_is_covered():
     shipped = {c for combo in SHIPPED for c in combo}
-    on_disk = {p.name for p in CONFIG_DIR.glob("*.yaml")} - {"manifest.yaml"}
+    on_disk = {p.relative_to(CONFIG_DIR).as_posix() for p in CONFIG_DIR.glob("**/*.yaml")} - {"manifest.yaml"}
     assert on_disk == shipped
 
 

@@ -1,6 +1,7 @@
 """The hand-written validator (otel_mta/sources/events_schema.py) accepts exactly
-what the JSON Schema (schema/events.v1.schema.json, validated by jsonschema)
-accepts: valid events of every type and thousands of broken variants."""
+what the JSON Schemas (schema/events.v1.schema.json and events.v2.schema.json,
+validated by jsonschema) accept: valid events of every type and thousands of
+broken variants, for each version."""
 from __future__ import annotations
 
 import copy
@@ -230,3 +231,166 @@ def test_same_verdict_at_every_limit(event):
 def test_the_limit_cases_cover_both_verdicts():
     verdicts = [schema_says(e) for _, e in CASES]
     assert len(CASES) > 300 and 0.1 < sum(verdicts) / len(verdicts) < 0.9
+
+
+# -- version 2: the Haraka plugin's types, and v1's types in a v2 batch ------------------
+SCHEMA2 = json.loads((ROOT / "schema" / "events.v2.schema.json").read_text())
+EXAMPLE2 = json.loads((ROOT / "schema" / "examples" / "batch.v2.json").read_text())
+VALIDATOR2 = jsonschema.Draft202012Validator(SCHEMA2)
+TEMPLATES2 = {}
+for _e in EXAMPLE2["events"]:
+    TEMPLATES2.setdefault(_e["type"], _e)
+HARAKA_TYPES = sorted(t for t in TEMPLATES2 if t.startswith("haraka."))
+
+
+def schema2_says(event) -> bool:
+    return VALIDATOR2.is_valid({"schema": EXAMPLE2["schema"], "source": EXAMPLE2["source"], "events": [event]})
+
+
+def we_say2(event, version: int = 2) -> bool:
+    try:
+        check_event(event, version)
+        return True
+    except Invalid:
+        return False
+
+
+def test_every_v2_example_event_is_valid_for_both():
+    assert HARAKA_TYPES == ["haraka.connection", "haraka.delivery", "haraka.log", "haraka.transaction"]
+    for event in EXAMPLE2["events"]:
+        assert schema2_says(event) and we_say2(event), event
+    assert check_batch(EXAMPLE2) == 2
+    assert check_batch(EXAMPLE) == 1
+
+
+def test_v1_types_are_valid_in_v2_and_haraka_types_only_in_v2():
+    for event in EXAMPLE["events"]:
+        assert schema2_says(event) and we_say2(event), event["type"]
+    for kind in HARAKA_TYPES:
+        event = TEMPLATES2[kind]
+        assert not schema_says(event) and not we_say2(event, version=1), kind
+
+
+def _paths2(event):
+    """Mutation points: top-level keys, and keys of objects inside lists (recipients, refusals)."""
+    out = []
+    for k, v in event.items():
+        out.append((k,))
+        if isinstance(v, dict):
+            out += [(k, kk) for kk in v]
+        if isinstance(v, list):
+            for i, item in enumerate(v):
+                out.append((k, i))
+                if isinstance(item, dict):
+                    out += [(k, i, kk) for kk in item]
+    return out
+
+
+@st.composite
+def mutated_haraka_events(draw):
+    event = copy.deepcopy(TEMPLATES2[draw(st.sampled_from(HARAKA_TYPES))])
+    for _ in range(draw(st.integers(0, 3))):
+        paths = _paths2(event)
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        parent = _container(event, path)
+        action = draw(st.sampled_from(["delete", "replace", "add", "retype"]))
+        key = path[-1]
+        if action == "delete":
+            if isinstance(parent, dict):
+                parent.pop(key, None)
+            elif isinstance(parent, list) and len(parent) > 0:
+                parent.pop(key)
+        elif action == "replace":
+            parent[key] = draw(st.one_of(JSON_VALUES, st.sampled_from(
+                [200, 199, 599, 600, 250.0, 65535, 65536, "accepted", "refused", "aborted", "bounced", "INFO", "x" * 1024,
+                 "x" * 1025, "x" * 8192, "x" * 8193])))
+        elif action == "add" and isinstance(parent, dict):
+            parent[draw(st.sampled_from(["extra", "code", "reply", "plugin", "stage", "message_id", "tls", "uuid",
+                                         "recipients_omitted", "refusals", "subject"]))] = draw(JSON_VALUES)
+        elif action == "retype":
+            event["type"] = draw(st.sampled_from(HARAKA_TYPES + ["log.entry", "haraka.Log", "haraka"]))
+    return event
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_haraka_events())
+def test_same_verdict_as_jsonschema_on_broken_haraka_events(event):
+    assert we_say2(event) == schema2_says(event), json.dumps(event)[:500]
+
+
+def _resolve2(node):
+    while "$ref" in node:
+        node = SCHEMA2["$defs"][node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+def _edges2(prop):
+    p = _resolve2(prop)
+    out = [None, True, [], {}, -1, 1.5, "x"]
+    if "minLength" in p or "maxLength" in p or p.get("type") == "string":
+        lo, hi = p.get("minLength", 0), p.get("maxLength", 300)
+        out += ["x" * n for n in {max(lo - 1, 0), lo, hi, hi + 1}]
+    if p.get("type") == "integer":
+        lo, hi = p.get("minimum", 0), p.get("maximum", 2**40)
+        out += [0, 1, 1.0, lo - 1, lo, hi, hi + 1, float(hi), "1"]
+    if p.get("type") == "boolean":
+        out += [False, 0, 1, "true"]
+    if "enum" in p:
+        out += list(p["enum"]) + [p["enum"][0].lower() + "x"]
+    if p.get("type") == "array":
+        out += [[None], p.get("maxItems", 0)]
+    return out
+
+
+def _cases2():
+    for kind in HARAKA_TYPES:
+        template = TEMPLATES2[kind]
+        spec = next(_resolve2(s) for s in SCHEMA2["$defs"]["event"]["oneOf"]
+                    if _resolve2(s)["properties"]["type"].get("const") == kind)
+        for name, prop in spec["properties"].items():
+            if name == "type":
+                continue
+            for value in _edges2(prop):
+                yield f"{kind}.{name}={str(value)[:12]}", dict(copy.deepcopy(template), **{name: value})
+            if name in template and name not in spec["required"]:
+                yield f"{kind}.-{name}", {k: v for k, v in template.items() if k != name}
+        for name in spec["required"]:
+            yield f"{kind}.-{name}", {k: v for k, v in template.items() if k != name}
+        # the objects inside: recipients, refusals
+        for list_key in ("recipients", "refusals"):
+            if not template.get(list_key):
+                continue
+            item_spec = _resolve2(spec["properties"][list_key]["items"])
+            item = template[list_key][0]
+            for name, prop in item_spec["properties"].items():
+                for value in _edges2(prop):
+                    yield (f"{kind}.{list_key}[].{name}={str(value)[:12]}",
+                           dict(copy.deepcopy(template), **{list_key: [dict(item, **{name: value})]}))
+            for name in item_spec.get("required", ()):
+                yield (f"{kind}.{list_key}[].-{name}",
+                       dict(copy.deepcopy(template), **{list_key: [{k: v for k, v in item.items() if k != name}]}))
+            yield f"{kind}.{list_key}[] extra", dict(copy.deepcopy(template), **{list_key: [dict(item, extra=1)]})
+            limit = spec["properties"][list_key]["maxItems"]
+            for n in (limit, limit + 1):
+                yield f"{kind}.{list_key} x{n}", dict(copy.deepcopy(template), **{list_key: [item] * n})
+
+
+CASES2 = list(_cases2())
+
+
+@pytest.mark.parametrize("event", [c[1] for c in CASES2], ids=[c[0] for c in CASES2])
+def test_same_verdict_at_every_limit_v2(event):
+    assert we_say2(event) == schema2_says(event)
+
+
+def test_the_v2_limit_cases_cover_both_verdicts():
+    verdicts = [schema2_says(e) for _, e in CASES2]
+    assert len(CASES2) > 400 and 0.1 < sum(verdicts) / len(verdicts) < 0.9
+
+
+def test_unknown_schema_versions_are_refused():
+    for schema in ("otel-mta.events/v3", "otel-mta.events/V2", None, 2):
+        with pytest.raises(Invalid, match="unsupported_schema"):
+            check_batch(dict(EXAMPLE2, schema=schema))

@@ -6,7 +6,7 @@ import subprocess
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import CHART, KUBE_VERSION, ROOT, set_args
+from tests.helm.conftest import CHART, KUBE_VERSION, ROOT, set_args
 
 # Value combinations an operator would use (--set-json syntax: value is JSON).
 COMBOS = {
@@ -16,14 +16,18 @@ COMBOS = {
     "daemonset": {"daemonset.enabled": "true", "sidecar.config": '{"privacy": {"recipient": "hmac"}}',
                   "sidecar.env": '{"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=prod"}'},
     "daemonset-service-only": {"daemonset.enabled": "true", "daemonset.hostPorts": "false"},
-    "clickhouse-only": {"gateway.backends.tempo.enabled": "false", "gateway.backends.loki.enabled": "false",
-                        "gateway.backends.prometheus.enabled": "false",
+    "clickhouse-only": {"gateway.backends.clickhouse.enabled": "true",
                         "gateway.backends.clickhouse.passwordSecret": '"clickhouse-auth"',
                         "monitoring.dashboards.profile": '"clickhouse"'},
-    "grafana-stack-only": {"gateway.backends.clickhouse.enabled": "false",
+    "grafana-stack-only": {"gateway.backends.tempo.enabled": "true", "gateway.backends.loki.enabled": "true",
+                           "gateway.backends.prometheus.enabled": "true",
                            "gateway.podDisruptionBudget.enabled": "false",
                            "sidecar.existingSecret": '"mta-ingest"', "sidecar.otlpProtocol": '"http/protobuf"',
                            "gateway.extraConfig": '{"processors": {"batch": {"timeout": "5s"}}}'},
+    "every-backend": {f"gateway.backends.{b}.enabled": "true" for b in
+                      ["clickhouse", "prometheus", "victoriametrics", "tempo", "jaeger", "loki", "victorialogs", "otlp"]}
+    | {"gateway.backends.otlp.endpoint": '"otlp.vendor.example:443"',
+       "gateway.backends.victorialogs.secretHeaders": '{"Authorization": {"secret": "vl-auth", "key": "header"}}'},
     "no-gateway": {"gateway.enabled": "false", "sidecar.otlpEndpoint": '"http://otel-collector.observability:4317"'},
 }
 
@@ -176,8 +180,9 @@ BAD_VALUES = [
      "at '/sidecar/resources': missing property 'limits'"),
     ({"gateway.tailSampling.successPercent": "150"}, "at '/gateway/tailSampling/successPercent'"),
     ({"sidecar.env": '{"BAD-NAME": "x"}'}, "invalid propertyName 'BAD-NAME'"),
-    ({"gateway.backends.clickhouse.enabled": "false", "gateway.backends.tempo.enabled": "false"},
-     "traces need a backend - enable clickhouse or tempo"),
+    ({"gateway.backends.otlp.enabled": "true"}, "gateway.backends.otlp.endpoint: set it"),
+    ({"gateway.backends.victoriametrics.endpoint": '"victoria-metrics:8428"'},
+     "at '/gateway/backends/victoriametrics/endpoint'"),
 ]
 
 

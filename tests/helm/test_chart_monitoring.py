@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from conftest import CHART, KUBE_VERSION, ROOT, set_args
+from tests.helm.conftest import CHART, KUBE_VERSION, ROOT, set_args
 
 from tests.backends.servers import backend_bin
 

@@ -6,7 +6,7 @@ import json
 
 import kubernetes_validate
 import pytest
-from conftest import CHART, KUBE_VERSION, ROOT
+from tests.helm.conftest import CHART, KUBE_VERSION, ROOT
 
 GENERATED = ROOT / "monitoring" / "generated"
 SLUGS = sorted(p.stem for p in (GENERATED / "dashboards" / "prometheus").glob("*.json"))

@@ -2,8 +2,8 @@
 
     real ZoneMTA (+ our plugin, remote log, GELF)  --+
     tools/traffic.py's mix, ZoneMTA's real encoder --+--> sidecar "mail-0" --+
-    a MongoDB replica-set member (mockupdb)  -------------> sidecar "rs-0" ---+--> Collector (gateway.yaml's
-                                                                                  prometheus_remote_write,
+    a MongoDB replica-set member (mockupdb)  -------------> sidecar "rs-0" ---+--> Collector (gateway.yaml +
+                                                                                  backends/prometheus.yaml,
                                                                                   + file exporters)
                                                                                --> Prometheus 3 (+ our rules)
                                                                                --> OTLP JSON files (for chdb)
@@ -139,8 +139,9 @@ def run_pipeline(work: Path) -> tuple[PipelineRun, list]:
 
 
 def _run(work: Path, prom: Prometheus, to_stop: list) -> PipelineRun:
-    col = start_collector(build_collector(), work / "otelcol", ["gateway.yaml", OVERLAY],
-                          env={"PROMETHEUS_REMOTE_WRITE_ENDPOINT": prom.remote_write_url})
+    col = start_collector(build_collector(), work / "otelcol", ["gateway.yaml", "backends/prometheus.yaml", OVERLAY],
+                          env={"PROMETHEUS_REMOTE_WRITE_ENDPOINT": prom.remote_write_url,
+                               "OTELCOL_METRICS_PORT": str(free_port())})
     to_stop.append(col)
     ferret = FerretDB(work / "ferretdb")
     to_stop.append(ferret)

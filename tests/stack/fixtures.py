@@ -17,6 +17,7 @@ from typing import Callable
 import pytest
 
 from .ferretdb import FerretDB
+from .haraka import Haraka
 from .mongo_mock import MongoReplicaSetMock
 from .redis_server import RedisServer
 from .smtp_sink import SmtpSink
@@ -25,7 +26,7 @@ from .wildduck import WildDuck
 from .zonemta import ZoneMTA
 
 __all__ = ["redis_server", "ferretdb", "mongo_mock", "smtp_sink", "remote_log_listener",
-           "gelf_listener", "zonemta_factory", "zonemta", "wildduck_factory"]
+           "gelf_listener", "zonemta_factory", "zonemta", "wildduck_factory", "haraka_factory"]
 
 
 @pytest.fixture(scope="session")
@@ -162,3 +163,22 @@ def wildduck_factory(ferretdb, tmp_path_factory) -> Callable[..., WildDuck]:
     for wd, redis in reversed(started):
         wd.stop()
         redis.stop()
+
+
+@pytest.fixture
+def haraka_factory(tmp_path_factory) -> Callable[..., Haraka]:
+    """Start Haraka servers with our plugin; all are stopped after the test.
+
+    factory(plugins=[...], config={file: text}, events_url=None, env=None) -> Haraka
+    """
+    started: list[Haraka] = []
+
+    def start(*, plugins: list[str], config: dict | None = None, events_url: str | None = None,
+              env: dict | None = None) -> Haraka:
+        h = Haraka(tmp_path_factory.mktemp("haraka"), plugins=plugins, config=config, events_url=events_url, env=env)
+        started.append(h)
+        return h
+
+    yield start
+    for h in reversed(started):
+        h.stop()

@@ -77,6 +77,14 @@ def zonemta_dir() -> Path:
     return path
 
 
+def haraka_dir() -> Path:
+    """The installed Haraka package (bin/haraka), the Haraka plugin's dev dependency."""
+    path = REPO / "haraka-plugin" / "node_modules" / "Haraka"
+    if not (path / "bin" / "haraka").exists():
+        missing(f"Haraka ({path})")
+    return path
+
+
 def wildduck_dir() -> Path:
     """The installed @zone-eu/wildduck package (server.js, config/, ...), in the
     shared cache: setup.sh installs it into .cache/wildduck/<version>/."""

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the end-to-end test stack needs, idempotently:
 #   Debian redis-server, tmux and nginx-light (an ingress' body-size limit),
-#   Node (npm package node-linux-<arch>) for ZoneMTA and WildDuck,
-#   ZoneMTA and WildDuck from their pinned package-locks, FerretDB built from Go modules,
+#   Node (npm package node-linux-<arch>) for ZoneMTA, WildDuck and Haraka,
+#   ZoneMTA, WildDuck and Haraka from their pinned package-locks,
+#   FerretDB built from Go modules,
 #   and the PyPI packages the fixtures import.
 # Builds are cached under <repo>/.cache (git-ignored); a second run only checks.
 # Env: PYTHON (interpreter whose site-packages get the PyPI packages; default
@@ -112,6 +113,13 @@ if [ "$(cat "$wd_dir/.stamp" 2>/dev/null || true)" != "$want" ]; then
     mv "$tmp" "$wd_dir"
 fi
 log "wildduck: $(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$wd_dir/node_modules/@zone-eu/wildduck/package.json" | head -1) ($((SECONDS - t))s)"
+
+# --- Haraka (npm, pinned by haraka-plugin/package-lock.json) ------------------
+# The Haraka plugin's dev dependencies: the end-to-end tests run this Haraka
+# (on the Node above) with the plugin from haraka-plugin/.
+t=$SECONDS
+PATH="$(dirname "$node_bin"):$PATH" "$repo/haraka-plugin/scripts/install.sh"
+log "haraka: $(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$repo/haraka-plugin/node_modules/Haraka/package.json" | head -1) ($((SECONDS - t))s)"
 
 # --- FerretDB v1 (Go modules, SQLite backend) -------------------------------
 t=$SECONDS

@@ -4,6 +4,10 @@
 // sends them as gzip-compressed JSON batches to the sidecar's /v1/events over
 // a keep-alive connection, one batch in flight at a time, retrying with
 // exponential backoff and full jitter. Every loss is counted.
+//
+// The same file is in zonemta-plugin/lib and haraka-plugin/lib (each plugin
+// is installed on its own, without dependencies); tests/test_plugins_shared.py
+// keeps the copies identical.
 
 const http = require('http');
 const https = require('https');
@@ -37,6 +41,7 @@ class Reporter {
      * @param {object} opts.source the batch `source` object
      * @param {object} [opts.logger] npmlog-like logger
      * @param {string} [opts.logPrefix]
+     * @param {string} [opts.schema] the batch `schema` (default otel-mta.events/v1)
      */
     constructor(opts) {
         this.cfg = opts.cfg;
@@ -44,7 +49,7 @@ class Reporter {
         this.logPrefix = opts.logPrefix || 'OTelMTA';
         this.ring = new RingBuffer(this.cfg.bufferSize);
         this.counters = { sent: 0, failed: 0, retries: 0, evicted: 0, hook_errors: 0 };
-        this.batchHead = `{"schema":"${SCHEMA}","source":${JSON.stringify(opts.source)},"events":[`;
+        this.batchHead = `{"schema":"${opts.schema || SCHEMA}","source":${JSON.stringify(opts.source)},"events":[`;
 
         // Event ids: a random per-instance prefix and a counter. Unique across
         // processes and restarts, and cheaper than a UUID per event.
@@ -57,7 +62,7 @@ class Reporter {
         this.headers = {
             'Content-Type': 'application/json',
             'Content-Encoding': 'gzip',
-            'User-Agent': opts.userAgent || 'zonemta-otel-mta'
+            'User-Agent': opts.userAgent || 'otel-mta-plugin'
         };
         if (this.cfg.apiKey) {
             this.headers['X-Api-Key'] = this.cfg.apiKey;

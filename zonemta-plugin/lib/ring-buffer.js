@@ -2,6 +2,7 @@
 
 // Fixed-capacity FIFO. When full, push() overwrites the oldest item and
 // counts it in `dropped`: a hook never waits and memory never grows.
+// (Identical copies in zonemta-plugin/lib and haraka-plugin/lib.)
 
 class RingBuffer {
     constructor(capacity) {

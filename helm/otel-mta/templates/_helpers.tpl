@@ -135,28 +135,110 @@ From a parent chart that has this chart as a dependency:
 {{- end }}
 {{- end -}}
 
-{{/* Pipelines' exporter lists from the enabled backends. */}}
-{{- define "otel-mta.gatewayOverrides" -}}
+{{/*
+otel-mta.gatewayBackends: the backends switched on in gateway.backends, as a
+JSON list of {name, file, exporter, signals}; `file` is the backend's file in
+files/collector/backends/ (copies of collector-config/backends/), which adds
+`exporter` and one pipeline per signal. Use with fromJsonArray.
+*/}}
+{{- define "otel-mta.gatewayBackends" -}}
 {{- $b := .Values.gateway.backends -}}
-{{- $traces := list -}}{{- $logs := list -}}{{- $metrics := list -}}
-{{- if $b.clickhouse.enabled -}}
-{{- $traces = append $traces "clickhouse" -}}{{- $logs = append $logs "clickhouse" -}}{{- $metrics = append $metrics "clickhouse" -}}
+{{- $otlpFile := ternary "otlp-grpc.yaml" "otlp-http.yaml" (eq $b.otlp.protocol "grpc") -}}
+{{- $otlpExporter := ternary "otlp_grpc/otlp" "otlp_http/otlp" (eq $b.otlp.protocol "grpc") -}}
+{{- $all := list
+  (dict "name" "clickhouse" "file" "clickhouse.yaml" "exporter" "clickhouse" "signals" (list "traces" "logs" "metrics"))
+  (dict "name" "prometheus" "file" "prometheus.yaml" "exporter" "prometheus_remote_write/prometheus" "signals" (list "metrics"))
+  (dict "name" "victoriametrics" "file" "victoriametrics.yaml" "exporter" "otlp_http/victoriametrics" "signals" (list "metrics"))
+  (dict "name" "tempo" "file" "tempo.yaml" "exporter" "otlp_grpc/tempo" "signals" (list "traces"))
+  (dict "name" "jaeger" "file" "jaeger.yaml" "exporter" "otlp_grpc/jaeger" "signals" (list "traces"))
+  (dict "name" "loki" "file" "loki.yaml" "exporter" "otlp_http/loki" "signals" (list "logs"))
+  (dict "name" "victorialogs" "file" "victorialogs.yaml" "exporter" "otlp_http/victorialogs" "signals" (list "logs"))
+  (dict "name" "otlp" "file" $otlpFile "exporter" $otlpExporter "signals" (list "traces" "logs" "metrics"))
+-}}
+{{- $on := list -}}
+{{- range $all }}{{ if (index $b .name).enabled }}{{ $on = append $on . }}{{ end }}{{ end -}}
+{{- if $b.otlp.enabled -}}
+{{- $e := $b.otlp.endpoint -}}
+{{- if not $e }}{{ fail "gateway.backends.otlp.endpoint: set it (grpc: host:port; http/protobuf: a base URL)" }}{{ end -}}
+{{- if and (eq $b.otlp.protocol "grpc") (contains "://" $e) }}{{ fail (printf "gateway.backends.otlp.endpoint: with protocol grpc give host:port, not %q" $e) }}{{ end -}}
+{{- if and (ne $b.otlp.protocol "grpc") (not (contains "://" $e)) }}{{ fail (printf "gateway.backends.otlp.endpoint: with protocol http/protobuf give a URL (https://host:4318), not %q" $e) }}{{ end -}}
 {{- end -}}
-{{- if $b.tempo.enabled }}{{ $traces = append $traces "otlp_grpc/tempo" }}{{ end -}}
-{{- if $b.loki.enabled }}{{ $logs = append $logs "otlp_http/loki" }}{{ end -}}
-{{- if $b.prometheus.enabled }}{{ $metrics = append $metrics "prometheus_remote_write/mimir" }}{{ end -}}
-{{- if not $traces }}{{ fail "gateway.backends: traces need a backend - enable clickhouse or tempo" }}{{ end -}}
-{{- if not $logs }}{{ fail "gateway.backends: logs need a backend - enable clickhouse or loki" }}{{ end -}}
-{{- if not $metrics }}{{ fail "gateway.backends: metrics need a backend - enable clickhouse or prometheus" }}{{ end -}}
-# Rendered by the otel-mta chart from gateway.backends: which exporters each pipeline uses.
-service:
-  pipelines:
-    traces:
-      exporters: {{ toJson $traces }}
-    logs:
-      exporters: {{ toJson $logs }}
-    metrics:
-      exporters: {{ toJson $metrics }}
+{{- toJson $on -}}
+{{- end -}}
+
+{{/* Environment variable holding one secret header of a backend: (list backend header). */}}
+{{- define "otel-mta.headerEnv" -}}
+{{- printf "OTELCOL_%s_HEADER_%s" (index . 0) (regexReplaceAll "[^A-Za-z0-9]" (index . 1) "_") | upper -}}
+{{- end -}}
+
+{{/* The gateway's environment for the backends switched on: endpoints, credentials, secret headers. */}}
+{{- define "otel-mta.gatewayBackendEnv" -}}
+{{- $b := .Values.gateway.backends -}}
+{{- $tenant := false -}}
+{{- range $be := include "otel-mta.gatewayBackends" . | fromJsonArray }}
+{{- $v := index $b $be.name }}
+{{- if eq $be.name "clickhouse" }}
+- {name: CLICKHOUSE_ENDPOINT, value: {{ $v.endpoint | quote }}}
+- {name: CLICKHOUSE_DATABASE, value: {{ $v.database | quote }}}
+- {name: CLICKHOUSE_USERNAME, value: {{ $v.username | quote }}}
+- {name: CLICKHOUSE_TTL, value: {{ $v.ttl | quote }}}
+{{- with $v.passwordSecret }}
+- name: CLICKHOUSE_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ . | quote }}, key: {{ $v.passwordSecretKey | quote }}}
+{{- end }}
+{{- else if eq $be.name "prometheus" }}
+- {name: PROMETHEUS_REMOTE_WRITE_ENDPOINT, value: {{ $v.endpoint | quote }}}
+{{- $tenant = true }}
+{{- else if eq $be.name "victoriametrics" }}
+- {name: VICTORIAMETRICS_ENDPOINT, value: {{ $v.endpoint | trimSuffix "/" | quote }}}
+{{- else if eq $be.name "tempo" }}
+- {name: TEMPO_ENDPOINT, value: {{ $v.endpoint | quote }}}
+- {name: TEMPO_INSECURE, value: {{ $v.insecure | quote }}}
+{{- $tenant = true }}
+{{- else if eq $be.name "jaeger" }}
+- {name: JAEGER_ENDPOINT, value: {{ $v.endpoint | quote }}}
+- {name: JAEGER_INSECURE, value: {{ $v.insecure | quote }}}
+{{- else if eq $be.name "loki" }}
+- {name: LOKI_OTLP_ENDPOINT, value: {{ $v.endpoint | trimSuffix "/" | quote }}}
+{{- $tenant = true }}
+{{- else if eq $be.name "victorialogs" }}
+- {name: VICTORIALOGS_ENDPOINT, value: {{ $v.endpoint | trimSuffix "/" | quote }}}
+{{- else if eq $be.name "otlp" }}
+- {name: OTLP_ENDPOINT, value: {{ $v.endpoint | quote }}}
+{{- if eq $v.protocol "grpc" }}
+- {name: OTLP_INSECURE, value: {{ $v.insecure | quote }}}
+{{- end }}
+{{- end }}
+{{- range $header, $ref := $v.secretHeaders }}
+- name: {{ include "otel-mta.headerEnv" (list $be.name $header) }}
+  valueFrom:
+    secretKeyRef: {name: {{ $ref.secret | quote }}, key: {{ $ref.key | quote }}}
+{{- end }}
+{{- end }}
+{{- if $tenant }}
+- {name: OTELCOL_TENANT_ID, value: {{ .Values.gateway.tenantId | quote }}}
+{{- end }}
+{{- end -}}
+
+{{/* A Collector config overlay with the backends' headers (plain and from
+Secrets); empty when no backend that is on has any. */}}
+{{- define "otel-mta.gatewayBackendHeaders" -}}
+{{- $exporters := dict -}}
+{{- range $be := include "otel-mta.gatewayBackends" . | fromJsonArray -}}
+{{- $v := index $.Values.gateway.backends $be.name -}}
+{{- $h := dict -}}
+{{- range $k, $val := $v.headers }}{{ $_ := set $h $k (replace "$" "$$" $val) }}{{ end -}}
+{{- range $k, $ref := $v.secretHeaders }}{{ $_ := set $h $k (printf "${env:%s}" (include "otel-mta.headerEnv" (list $be.name $k))) }}{{ end -}}
+{{- if $h -}}
+{{- /* remote write keeps its HTTP client settings under `http` */ -}}
+{{- $_ := set $exporters $be.exporter (ternary (dict "http" (dict "headers" $h)) (dict "headers" $h) (eq $be.name "prometheus")) -}}
+{{- end -}}
+{{- end -}}
+{{- if $exporters -}}
+# Rendered by the otel-mta chart from gateway.backends.<name>.headers / .secretHeaders.
+{{ dict "exporters" $exporters | toYaml }}
+{{- end -}}
 {{- end -}}
 
 {{/* GOMEMLIMIT for a Collector container: 80 % of its memory limit, in bytes,

@@ -128,7 +128,7 @@ class GelfMapper:
     def __init__(self, pipeline, settings):
         self.pipeline = pipeline
         self.red = pipeline.redactor
-        self.corr = pipeline.mail.corr
+        self.corr = pipeline.correlator
         self.max_depth = settings.max_depth
         self.max_fields = settings.max_fields
         self.producers = {k.lower(): v for k, v in settings.producers.items()}
