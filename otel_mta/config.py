@@ -1,5 +1,7 @@
 """Configuration: a YAML file, then environment variables (which win), validated
 into one Settings object. docs/configuration.md lists every key and variable.
+The classes below are checked by settings_base.py (pydantic's syntax, without
+pydantic's memory).
 
 A bad value raises ConfigError with one line naming the key (and the variable
 it came from), the value and what is expected; the CLI prints it and exits 2.
@@ -12,7 +14,7 @@ from typing import Annotated, Any, Literal, Mapping
 from urllib.parse import unquote, urlsplit
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from otel_mta.settings_base import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 
 class ConfigError(Exception):
@@ -315,6 +317,33 @@ class CorrelationSettings(_Model):
     max_queued_messages: Annotated[int, Field(ge=100)] = 100_000
 
 
+Length = Annotated[int | None, Field(ge=0)]
+
+
+class LimitsSettings(_Model):
+    """Attribute value length limits, in characters (docs/configuration.md).
+
+    The first three are OpenTelemetry's (OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT and
+    the per-signal ones, which win for their signal): no limit by default, as
+    in the SDKs. `free_text_length` caps the fields the catalog marks as free
+    text (SMTP replies, error texts, stack traces, GELF's full_message and
+    passed-through fields, ...): they can be large, and one record must stay
+    well below a receiver's request limit.
+    """
+    attribute_value_length: Length = None
+    log_record_attribute_value_length: Length = None
+    span_attribute_value_length: Length = None
+    free_text_length: Annotated[Length, BeforeValidator(lambda v: None if _is_off(v) else v)] = 4096
+
+    def for_logs(self) -> int | None:
+        v = self.log_record_attribute_value_length
+        return v if v is not None else self.attribute_value_length
+
+    def for_spans(self) -> int | None:
+        v = self.span_attribute_value_length
+        return v if v is not None else self.attribute_value_length
+
+
 class ResourceSettings(_Model):
     zonemta_service_name: str = "zonemta"
     service_name: str = "otel-mta"
@@ -338,6 +367,7 @@ class Settings(_Model):
     sources: SourcesSettings = SourcesSettings()
     privacy: PrivacySettings = PrivacySettings()
     correlation: CorrelationSettings = CorrelationSettings()
+    limits: LimitsSettings = LimitsSettings()
     resource: ResourceSettings = ResourceSettings()
     health: HealthSettings = HealthSettings()
     file_sink: FileSinkSettings = FileSinkSettings()
@@ -352,6 +382,24 @@ def _ms(value: str) -> float:
         return int(value.strip()) / 1000.0
     except ValueError:
         raise ValueError("expected an integer number of milliseconds") from None
+
+
+def _limit(value: str) -> int | None:
+    """OTEL_*_LIMIT: a non-negative integer; empty means unset (no limit)."""
+    value = value.strip()
+    if not value:
+        return None
+    if not value.isdecimal():
+        raise ValueError("expected a number of characters (an integer >= 0)")
+    return int(value)
+
+
+def _limit_or_off(value: str) -> int | None:
+    if value.strip().lower() in _OFF[1:]:
+        return None
+    if not value.strip():
+        raise ValueError("expected a number of characters (an integer >= 0) or off")
+    return _limit(value)
 
 
 def _kv_list(value: str) -> dict:
@@ -385,6 +433,10 @@ ENV: dict[str, tuple[tuple[str, ...], Any]] = {
     "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE": (("batch", "max_batch"), str),
     "OTEL_SERVICE_NAME": (("resource", "service_name"), str),
     "OTEL_RESOURCE_ATTRIBUTES": (("resource", "attributes"), _kv_list),
+    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": (("limits", "attribute_value_length"), _limit),
+    "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT": (("limits", "log_record_attribute_value_length"), _limit),
+    "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": (("limits", "span_attribute_value_length"), _limit),
+    "OTEL_MTA_FREE_TEXT_LENGTH_LIMIT": (("limits", "free_text_length"), _limit_or_off),
     "OTEL_MTA_REMOTE_LOG_ENDPOINT": (("sources", "remote_log", "endpoint"), str),
     "OTEL_MTA_GELF_ENDPOINT": (("sources", "gelf", "endpoint"), str),
     "OTEL_MTA_GELF_HTTP_ENDPOINT": (("sources", "gelf", "http_endpoint"), str),
