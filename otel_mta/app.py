@@ -142,6 +142,7 @@ class App:
                 if sig == signal_name:
                     failed.observe(count, own, (name, reason))
         m.counter("otelmta_exporter_retries").observe(st.retries, own, (name,))
+        m.counter("otelmta_exporter_request_splits").observe(st.splits, own, (name,))
         q = self.exporter.queue
         m.gauge("otelmta_exporter_queue_size").set(q.bytes, own, (name,))
         m.gauge("otelmta_exporter_queue_capacity").set(q.max_bytes, own, (name,))

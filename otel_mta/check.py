@@ -14,7 +14,7 @@ from otel_mta.sources import enabled_sources
 from otel_mta.sources.base import CheckResult
 
 
-def _check_exporter(settings: Settings) -> CheckResult:
+async def _check_exporter(settings: Settings) -> CheckResult:
     sender = build_sender(settings)
     try:
         if isinstance(sender, FileSink):
@@ -25,10 +25,11 @@ def _check_exporter(settings: Settings) -> CheckResult:
                 return CheckResult("exporter", f"file {sender.dir}", False, f"not writable: {err.strerror}")
             return CheckResult("exporter", f"file {sender.dir}", True,
                                "no OTEL_EXPORTER_OTLP_ENDPOINT: OTLP JSON files")
-        result = sender.send("logs", b"")  # an empty request: every OTLP receiver accepts it
+        result = await sender.send_async("logs", b"")  # an empty request: every OTLP receiver accepts it
         name = f"otlp {settings.exporter.protocol} {sender.endpoint}"
         return CheckResult("exporter", name, result.ok, "collector accepted an empty request" if result.ok else result.error)
     finally:
+        await sender.aclose()
         sender.close()
 
 
@@ -83,7 +84,7 @@ async def run_check(settings: Settings) -> int:
     pipeline = Pipeline(settings, lambda *a: None)
     results = list(await asyncio.gather(*(s.check() for s in enabled_sources(settings, pipeline))))
     await explain_ports_in_use(results, settings)
-    results.append(await asyncio.get_running_loop().run_in_executor(None, _check_exporter, settings))
+    results.append(await _check_exporter(settings))
     rows = [("SOURCE", "ENDPOINT", "STATUS", "DETAIL")] + [(r.source, r.endpoint, r.status, r.detail) for r in results]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:

@@ -132,6 +132,11 @@ class ExporterSettings(_Model):
     logs_endpoint: str | None = None             # http/protobuf only: full URLs per signal
     traces_endpoint: str | None = None
     metrics_endpoint: str | None = None
+    # Bytes per export request (uncompressed). 512 KiB passes the common limits
+    # in front of a collector with room to spare: nginx's default
+    # client_max_body_size 1m, a Collector with max_recv_msg_size_mib: 1, gRPC
+    # servers' default 4 MiB. A receiver that still refuses one gets it in halves.
+    max_request_size: Annotated[Size, Field(ge=16 << 10)] = 512 << 10
     queue_size: Size = 32 << 20
     spool: SpoolSettings = SpoolSettings()
     initial_backoff: Duration = 1.0
@@ -143,7 +148,8 @@ class BatchSettings(_Model):
     spans_delay: Duration = 0.5
     # records per export request. The SDKs' default is 512; a gRPC request costs
     # the sidecar ~0.4 ms of CPU whatever its size, so 2,048 halves the export's
-    # share of each entry (bench/grpc_batch.py). Requests also stop at 3 MiB.
+    # share of each entry (bench/grpc_batch.py). Requests also stop at
+    # exporter.max_request_size.
     max_batch: Annotated[int, Field(ge=1, le=100_000)] = 2048
 
 
@@ -446,6 +452,7 @@ ENV: dict[str, tuple[tuple[str, ...], Any]] = {
     "OTEL_MTA_HOST_SYSTEM_METRICS": (("sources", "host", "system"), str),
     "OTEL_MTA_HEALTH_ENDPOINT": (("health", "endpoint"), str),
     "OTEL_MTA_DATA_DIR": (("data_dir",), str),
+    "OTEL_MTA_EXPORTER_MAX_REQUEST_SIZE": (("exporter", "max_request_size"), str),
     "OTEL_MTA_SPOOL": (("exporter", "spool", "enabled"), str),
     "OTEL_MTA_SPOOL_MAX_SIZE": (("exporter", "spool", "max_size"), str),
     "OTEL_MTA_HMAC_KEY": (("privacy", "hmac_key"), str),

@@ -60,8 +60,8 @@ class Pipeline:
         lim = s.limits
         wire.set_limits(lim.for_logs(), lim.for_spans(), lim.free_text_length, cat.free_text_keys(),
                         cat.passthrough_prefixes)
-        self.logs = Batcher("logs", submit, s.batch.max_batch)
-        self.spans = Batcher("traces", submit, s.batch.max_batch)
+        self.logs = Batcher("logs", submit, s.batch.max_batch, s.exporter.max_request_size)
+        self.spans = Batcher("traces", submit, s.batch.max_batch, s.exporter.max_request_size)
         p = s.privacy
         self.redactor = Redactor(recipient=p.recipient, sender=p.sender, subject=p.subject, user=p.user,
                                  client=p.client, hmac_key=p.hmac_key.encode() if p.hmac_key else None)

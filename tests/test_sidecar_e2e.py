@@ -198,7 +198,7 @@ def test_collector_outage_with_spool_loses_nothing(sidecar, js_encode, tmp_path)
     for i in range(0, 4000, 100):
         sc.send(datagrams[i:i + 100])
         time.sleep(0.1)
-    assert any((sc.data_dir / "spool").glob("*.spool")), "the outage should have spooled to disk"
+    assert any((sc.data_dir / "spool").rglob("*.spool")), "the outage should have spooled to disk"
     rx = GrpcReceiver(port)
     try:
         rx.received.wait_for(lambda r: _n_logs(r) >= 4000, timeout=60, what="all 4000 log records")
@@ -227,7 +227,7 @@ def test_permanent_export_errors_are_reported(sidecar, js_encode, grpc_receiver)
     [(a, p)] = rx.last_points("otelmta_exporter_send_failed_log_records")
     assert a == {"exporter": "otlp_grpc", "reason": "permanent_error"} and p.as_int >= 1
     assert sc.terminate() == 0
-    assert "failed permanently: INVALID_ARGUMENT" in sc.output()
+    assert "refused them with a permanent error: INVALID_ARGUMENT" in sc.output()
 
 
 STUBBORN_SIDECAR = """
