@@ -228,6 +228,7 @@ def _run(work: Path, prom: Prometheus, vm: VictoriaMetrics, vmalert: VMAlert, to
         "OTEL_MTA_REMOTE_LOG_ENDPOINT": "off", "OTEL_MTA_HOST_METRICS": "off",
         "OTEL_MTA_MONGODB_URI": rs.uri})
     inc_proc, inc_health, inc_log = _sidecar(incidents.INCIDENT_POD, inc_dir, trouble.sidecar_env())
+    trouble.status = lambda: http_get_json(f"http://127.0.0.1:{inc_health}/status")
     sidecars = [(mail_proc, mail_dir / "sidecar.log", mail_log), (rs_proc, rs_dir / "sidecar.log", rs_log),
                 (inc_proc, inc_dir / "sidecar.log", inc_log)]
     try:
