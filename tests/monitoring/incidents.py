@@ -218,7 +218,7 @@ class Incidents:
         for start, end in OUTAGES:
             if start > 0:
                 events.append((start, self._collector_away))
-            events.append((end, self._collector_back))
+            events.append((end, lambda planned=end - start: self._collector_back(planned)))
         steady = int(len(self.datagrams) * TRICKLE_SHARE)
         trickle, bursts = self.datagrams[:steady], self.datagrams[steady:]
         events += [(0.5 + TRICKLE_SECONDS * i / len(trickle), lambda d=d: self._burst([d]))
@@ -254,7 +254,12 @@ class Incidents:
         self.proxy.down()
         self._away_since = time.time()
 
-    def _collector_back(self) -> None:
+    def _collector_back(self, planned: float) -> None:
+        # an outage lasts as planned even when it started late (it waited for
+        # the sidecar's recovery): long enough to fill the queue and the spool
+        left = self._away_since + planned - time.time()
+        if left > 0:
+            time.sleep(left)
         self.proxy.up()
         self.record.outages.append((self._away_since, time.time()))
 
