@@ -65,6 +65,7 @@ bench: setup  ## throughput per CPU-second, loss, RSS and latency, each beside i
 	$(PY) bench/gelf.py
 	$(PY) bench/events.py
 	$(PY) bench/grpc_batch.py
+	$(PY) bench/footprint.py
 	$(PY) bench/wildduck_poll.py
 	cd zonemta-plugin && npm run bench
 	cd haraka-plugin && npm run bench

@@ -1,5 +1,6 @@
-"""An OTLP/gRPC receiver in its own process for benchmarks: counts what arrives
-and, when asked, notes when each log record arrived (for latency)."""
+"""An OTLP receiver in its own process for benchmarks: counts what arrives
+and, when asked, notes when each log record arrived (for latency). gRPC (with
+a message size limit if asked), or OTLP/HTTP (aiohttp) with `http=True`."""
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -13,7 +14,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as ms, 
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as ts, trace_service_pb2_grpc as tsg
 
 
-def _serve(port, counts, ready, stop, latency_q, track_latency):
+def _serve(port, counts, ready, stop, latency_q, track_latency, max_receive=256 << 20, http=False):
     arrivals = []
 
     class Logs(lsg.LogsServiceServicer):
@@ -56,8 +57,13 @@ def _serve(port, counts, ready, stop, latency_q, track_latency):
                 counts[2] += n
             return ms.ExportMetricsServiceResponse()
 
+    if http:
+        _serve_http(port, {"logs": (ls.ExportLogsServiceRequest, Logs()), "traces": (ts.ExportTraceServiceRequest, Traces()),
+                           "metrics": (ms.ExportMetricsServiceRequest, Metrics())}, ready, stop)
+        latency_q.put(arrivals)
+        return
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
-                         options=[("grpc.max_receive_message_length", 256 << 20)])
+                         options=[("grpc.max_receive_message_length", max_receive)])
     lsg.add_LogsServiceServicer_to_server(Logs(), server)
     tsg.add_TraceServiceServicer_to_server(Traces(), server)
     msg.add_MetricsServiceServicer_to_server(Metrics(), server)
@@ -69,16 +75,44 @@ def _serve(port, counts, ready, stop, latency_q, track_latency):
     latency_q.put(arrivals)
 
 
+def _serve_http(port, services, ready, stop):
+    """OTLP/HTTP binary protobuf on /v1/{logs,traces,metrics}, with the same counting servicers."""
+    import asyncio
+    import gzip
+    from aiohttp import web
+
+    async def export(request):
+        cls, servicer = services[request.match_info["signal"]]
+        body = await request.read()
+        if request.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        reply = servicer.Export(cls.FromString(body), None)
+        return web.Response(body=reply.SerializeToString(), content_type="application/x-protobuf")
+
+    async def main():
+        app = web.Application(client_max_size=256 << 20)
+        app.router.add_post("/v1/{signal}", export)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        ready.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
 class Sink:
     """Start with `Sink(port)`, read `.logs/.spans/.points`, `close()` returns arrivals."""
 
-    def __init__(self, port: int, track_latency: bool = False):
+    def __init__(self, port: int, track_latency: bool = False, max_receive: int = 256 << 20, http: bool = False):
         ctx = mp.get_context("spawn")
         self.counts = ctx.Array("q", 3)
         self._ready, self._stop = ctx.Event(), ctx.Event()
         self._q = ctx.Queue()
         self.proc = ctx.Process(target=_serve, args=(port, self.counts, self._ready, self._stop, self._q,
-                                                     track_latency), daemon=True)
+                                                     track_latency, max_receive, http), daemon=True)
         self.proc.start()
         self._ready.wait(30)
         self.port = port

@@ -56,10 +56,10 @@ def main() -> int:
             time.sleep(due - time.perf_counter())
         sock.sendto(d, ("127.0.0.1", udp))
         if i % 5000 == 0:
-            spool = sum(p.stat().st_size for p in (data_dir / "spool").glob("*.spool")) if (data_dir / "spool").exists() else 0
+            spool = sum(p.stat().st_size for p in (data_dir / "spool").rglob("*.spool")) if (data_dir / "spool").exists() else 0
             peak = max(peak, spool)
     time.sleep(1)
-    spool = sum(p.stat().st_size for p in (data_dir / "spool").glob("*.spool"))
+    spool = sum(p.stat().st_size for p in (data_dir / "spool").rglob("*.spool"))
     peak = max(peak, spool)
     print(f"spool on disk: {spool / 2**20:.1f} MiB (peak {peak / 2**20:.1f} MiB); collector back up", flush=True)
     back = time.time()

@@ -41,6 +41,7 @@ class App:
         self._buffers = RequestBuffers()
         self._exported = (time.monotonic(), 0)
         self.pipeline.metrics.before_collect(self._self_metrics)
+        self.pipeline.metrics.before_collect(self._export_losses)
 
     # -- lifecycle -------------------------------------------------------------
     async def run(self) -> int:
@@ -86,9 +87,11 @@ class App:
             task.cancel()
         for source in self.sources:
             try:
-                # one source that will not stop must not cost the others their flush
-                await asyncio.wait_for(source.stop(), SOURCE_STOP_S)
-            except (asyncio.TimeoutError, TimeoutError):
+                # one source that will not stop must not cost the others their flush;
+                # asyncio.timeout, not wait_for, whose lost cancels (3.11) could hang here
+                async with asyncio.timeout(SOURCE_STOP_S):
+                    await source.stop()
+            except TimeoutError:
                 log.warning("stopping %s took over %.0f s; going on without it", source.name, SOURCE_STOP_S)
             except Exception:  # keep shutting the others down
                 log.exception("stopping %s failed", source.name)
@@ -139,6 +142,7 @@ class App:
                 if sig == signal_name:
                     failed.observe(count, own, (name, reason))
         m.counter("otelmta_exporter_retries").observe(st.retries, own, (name,))
+        m.counter("otelmta_exporter_request_splits").observe(st.splits, own, (name,))
         q = self.exporter.queue
         m.gauge("otelmta_exporter_queue_size").set(q.bytes, own, (name,))
         m.gauge("otelmta_exporter_queue_capacity").set(q.max_bytes, own, (name,))
@@ -149,6 +153,14 @@ class App:
         cpu_counter.observe(cpu.user, own, ("user",))
         cpu_counter.observe(cpu.system, own, ("system",))
         m.gauge("otelmta_process_memory_rss").set(self._process.memory_info().rss, own)
+
+    def _export_losses(self) -> None:
+        """Losses the exporter's parts count but _self_metrics does not export
+        (read from the objects as they are): spool segments with a torn tail."""
+        spool = getattr(self.exporter.queue, "spool", None)
+        if spool is not None:
+            self.pipeline.metrics.counter("otelmta_exporter_spool_corrupt").observe(
+                getattr(spool, "corrupt", 0), self.pipeline.resources.own, (self.exporter.name,))
 
     def readiness(self) -> tuple[bool, dict]:
         sources = {s.name: s.status() for s in self.sources}

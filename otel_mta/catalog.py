@@ -30,6 +30,7 @@ class AttributeDef:
     type: str
     description: str
     signals: tuple[str, ...]
+    free_text: bool = False   # text that can be large: capped at limits.free_text_length
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,11 @@ class Catalog:
     attributes: dict
     # log attribute key prefixes for fields passed through by name (GELF `_foo` -> gelf.foo)
     passthrough_prefixes: tuple = ()
+
+    def free_text_keys(self) -> frozenset:
+        """Attributes whose values are free text (`free_text: true`); values of
+        passed-through fields (passthrough_prefixes) are free text too."""
+        return frozenset(a.name for a in self.attributes.values() if a.free_text)
 
     def metric(self, name: str) -> MetricDef:
         try:
@@ -72,7 +78,7 @@ def load(directory: Path = CATALOG_DIR) -> Catalog:
                 raise ValueError(f"{path.name}: attribute {name} declared twice")
             attributes[name] = AttributeDef(
                 name=name, type=spec["type"], description=spec["description"].strip(),
-                signals=tuple(spec.get("signals") or ()))
+                signals=tuple(spec.get("signals") or ()), free_text=bool(spec.get("free_text")))
     for m in metrics.values():
         for a in m.attributes:
             if a not in attributes:

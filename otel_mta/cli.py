@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 
@@ -118,16 +117,19 @@ def main(argv: list[str] | None = None) -> int:
         print(str(err), file=sys.stderr)
         return 2
     _setup_logging(settings.log_level)
+    from otel_mta import aio
+
     if args.command == "check":
         from otel_mta.check import run_check
 
-        return asyncio.run(run_check(settings))
+        return aio.run(run_check(settings))
     from otel_mta.app import App
 
     async def _run() -> int:
         return await App(settings).run()
 
-    return asyncio.run(_run())
+    # not asyncio.run: it waits forever for a task that swallows its cancel
+    return aio.run(_run())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,5 +1,7 @@
 """Configuration: a YAML file, then environment variables (which win), validated
 into one Settings object. docs/configuration.md lists every key and variable.
+The classes below are checked by settings_base.py (pydantic's syntax, without
+pydantic's memory).
 
 A bad value raises ConfigError with one line naming the key (and the variable
 it came from), the value and what is expected; the CLI prints it and exits 2.
@@ -12,7 +14,7 @@ from typing import Annotated, Any, Literal, Mapping
 from urllib.parse import unquote, urlsplit
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from otel_mta.settings_base import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 
 class ConfigError(Exception):
@@ -130,6 +132,11 @@ class ExporterSettings(_Model):
     logs_endpoint: str | None = None             # http/protobuf only: full URLs per signal
     traces_endpoint: str | None = None
     metrics_endpoint: str | None = None
+    # Bytes per export request (uncompressed). 512 KiB passes the common limits
+    # in front of a collector with room to spare: nginx's default
+    # client_max_body_size 1m, a Collector with max_recv_msg_size_mib: 1, gRPC
+    # servers' default 4 MiB. A receiver that still refuses one gets it in halves.
+    max_request_size: Annotated[Size, Field(ge=16 << 10)] = 512 << 10
     queue_size: Size = 32 << 20
     spool: SpoolSettings = SpoolSettings()
     initial_backoff: Duration = 1.0
@@ -141,7 +148,8 @@ class BatchSettings(_Model):
     spans_delay: Duration = 0.5
     # records per export request. The SDKs' default is 512; a gRPC request costs
     # the sidecar ~0.4 ms of CPU whatever its size, so 2,048 halves the export's
-    # share of each entry (bench/grpc_batch.py). Requests also stop at 3 MiB.
+    # share of each entry (bench/grpc_batch.py). Requests also stop at
+    # exporter.max_request_size.
     max_batch: Annotated[int, Field(ge=1, le=100_000)] = 2048
 
 
@@ -309,6 +317,33 @@ class CorrelationSettings(_Model):
     max_queued_messages: Annotated[int, Field(ge=100)] = 100_000
 
 
+Length = Annotated[int | None, Field(ge=0)]
+
+
+class LimitsSettings(_Model):
+    """Attribute value length limits, in characters (docs/configuration.md).
+
+    The first three are OpenTelemetry's (OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT and
+    the per-signal ones, which win for their signal): no limit by default, as
+    in the SDKs. `free_text_length` caps the fields the catalog marks as free
+    text (SMTP replies, error texts, stack traces, GELF's full_message and
+    passed-through fields, ...): they can be large, and one record must stay
+    well below a receiver's request limit.
+    """
+    attribute_value_length: Length = None
+    log_record_attribute_value_length: Length = None
+    span_attribute_value_length: Length = None
+    free_text_length: Annotated[Length, BeforeValidator(lambda v: None if _is_off(v) else v)] = 4096
+
+    def for_logs(self) -> int | None:
+        v = self.log_record_attribute_value_length
+        return v if v is not None else self.attribute_value_length
+
+    def for_spans(self) -> int | None:
+        v = self.span_attribute_value_length
+        return v if v is not None else self.attribute_value_length
+
+
 class ResourceSettings(_Model):
     zonemta_service_name: str = "zonemta"
     service_name: str = "otel-mta"
@@ -332,6 +367,7 @@ class Settings(_Model):
     sources: SourcesSettings = SourcesSettings()
     privacy: PrivacySettings = PrivacySettings()
     correlation: CorrelationSettings = CorrelationSettings()
+    limits: LimitsSettings = LimitsSettings()
     resource: ResourceSettings = ResourceSettings()
     health: HealthSettings = HealthSettings()
     file_sink: FileSinkSettings = FileSinkSettings()
@@ -346,6 +382,24 @@ def _ms(value: str) -> float:
         return int(value.strip()) / 1000.0
     except ValueError:
         raise ValueError("expected an integer number of milliseconds") from None
+
+
+def _limit(value: str) -> int | None:
+    """OTEL_*_LIMIT: a non-negative integer; empty means unset (no limit)."""
+    value = value.strip()
+    if not value:
+        return None
+    if not value.isdecimal():
+        raise ValueError("expected a number of characters (an integer >= 0)")
+    return int(value)
+
+
+def _limit_or_off(value: str) -> int | None:
+    if value.strip().lower() in _OFF[1:]:
+        return None
+    if not value.strip():
+        raise ValueError("expected a number of characters (an integer >= 0) or off")
+    return _limit(value)
 
 
 def _kv_list(value: str) -> dict:
@@ -379,6 +433,10 @@ ENV: dict[str, tuple[tuple[str, ...], Any]] = {
     "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE": (("batch", "max_batch"), str),
     "OTEL_SERVICE_NAME": (("resource", "service_name"), str),
     "OTEL_RESOURCE_ATTRIBUTES": (("resource", "attributes"), _kv_list),
+    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": (("limits", "attribute_value_length"), _limit),
+    "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT": (("limits", "log_record_attribute_value_length"), _limit),
+    "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": (("limits", "span_attribute_value_length"), _limit),
+    "OTEL_MTA_FREE_TEXT_LENGTH_LIMIT": (("limits", "free_text_length"), _limit_or_off),
     "OTEL_MTA_REMOTE_LOG_ENDPOINT": (("sources", "remote_log", "endpoint"), str),
     "OTEL_MTA_GELF_ENDPOINT": (("sources", "gelf", "endpoint"), str),
     "OTEL_MTA_GELF_HTTP_ENDPOINT": (("sources", "gelf", "http_endpoint"), str),
@@ -394,6 +452,7 @@ ENV: dict[str, tuple[tuple[str, ...], Any]] = {
     "OTEL_MTA_HOST_SYSTEM_METRICS": (("sources", "host", "system"), str),
     "OTEL_MTA_HEALTH_ENDPOINT": (("health", "endpoint"), str),
     "OTEL_MTA_DATA_DIR": (("data_dir",), str),
+    "OTEL_MTA_EXPORTER_MAX_REQUEST_SIZE": (("exporter", "max_request_size"), str),
     "OTEL_MTA_SPOOL": (("exporter", "spool", "enabled"), str),
     "OTEL_MTA_SPOOL_MAX_SIZE": (("exporter", "spool", "max_size"), str),
     "OTEL_MTA_HMAC_KEY": (("privacy", "hmac_key"), str),

@@ -3,6 +3,12 @@
 Trace ids come from the message's Message-ID, else its queue id (ids.py). Many
 ZoneMTA entries carry only the queue id, so QUEUED entries (and the plugin's
 message.headers events) teach a bounded queue-id -> Message-ID index.
+
+Trust (docs/trace-ids.md): only the remote log and the plugin's events write
+that index. GELF is unauthenticated UDP, so what a GELF message says about a
+queue id goes into a separate table of hints that only GELF records read: a
+GELF sender can mislabel its own records, never move ZoneMTA's deliveries
+into another trace.
 """
 from __future__ import annotations
 
@@ -100,7 +106,8 @@ class Correlator:
     is state. Callers pass only str to the memos (lists are not hashable)."""
 
     def __init__(self, index_size: int = 100_000):
-        self.index = GenerationalMap(index_size)  # queue id -> normalised Message-ID
+        self.index = GenerationalMap(index_size)  # queue id -> normalised Message-ID (trusted sources)
+        self.hints = GenerationalMap(index_size)  # the same, as GELF messages claim it (read by GELF only)
         self._known = functools.lru_cache(maxsize=4096)(_message_trace)
         self._normalize = functools.lru_cache(maxsize=4096)(ids.normalize_message_id)
         self.root_span_id = functools.lru_cache(maxsize=4096)(ids.root_span_id)
@@ -115,6 +122,18 @@ class Correlator:
         mid = self._known(message_id)[1]  # resolve() of this message's entries finds it there next
         if queue_id and mid:
             self.index.put(queue_id, mid)
+
+    def hint(self, queue_id: str, mid: str) -> None:
+        """A GELF message said `queue_id` belongs to the (normalised) `mid`:
+        noted for other GELF records, unless a trusted source knows better."""
+        if queue_id not in self.index:
+            self.hints.put(queue_id, mid)
+
+    def untrusted_message_id(self, queue_id: str) -> str | None:
+        """The Message-ID of a queue id for a GELF record: what the trusted
+        sources established, else what GELF messages claimed."""
+        mid = self.index.get(queue_id)
+        return mid if mid is not None else self.hints.get(queue_id)
 
     def message_id(self, event: MailEvent) -> str | None:
         """The normalised Message-ID of the event's message, if known."""

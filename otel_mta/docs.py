@@ -17,7 +17,27 @@ AREAS = {
 }
 
 
+# Every way a record can be lost or degraded, and the self-metric that counts it
+LOSSES = (
+    ("otelmta_receiver_refused_records", "a receiver refused a record (malformed, oversized, unauthorised)"),
+    ("otelmta_receiver_dropped_records", "a record was lost before decoding (kernel or reading-thread buffer "
+                                         "full, GELF chunk set incomplete)"),
+    ("otelmta_receiver_pushed_back_requests", "an HTTP request was answered 503 (GELF HTTP clients rarely retry)"),
+    ("otelmta_exporter_send_failed_log_records", "the exporter gave up on log records (likewise `_spans`, "
+                                                 "`_metric_points`)"),
+    ("otelmta_exporter_spool_corrupt", "a spool segment's tail could not be read back after a crash"),
+    ("otelmta_correlation_evicted", "a bounded table forgot an entry (a later entry lands in another trace, "
+                                    "a root span ends early)"),
+    ("otelmta_metric_points_overflowed", "a measurement lost its attributes in the overflow series"),
+    ("otelmta_gelf_hosts_over_limit", "a GELF sender's host went on the record instead of the resource"),
+    ("otelmta_attribute_values_truncated", "an attribute value was cut to a length limit"),
+)
+# not losses: counted apart so that the above can alert on any increase
+NOT_LOSSES = (("otelmta_receiver_deduplicated_records", "a copy of a record that arrived already was ignored"),)
+
+
 def render_metrics_md() -> str:
+    _check_losses()
     c = catalog.load()
     out = ["# Metrics and attributes", "",
            "Generated from `otel_mta/catalog/*.yaml` by `make docs` — edit the catalog, not this file.",
@@ -30,10 +50,27 @@ def render_metrics_md() -> str:
             attrs = ", ".join(f"`{a}`" for a in m.attributes) or "—"
             out.append(f"| `{m.name}` | {m.type} | `{m.unit}` | {attrs} | {m.description} |")
         out.append("")
+    out += ["## Where losses show", "",
+            "Each of these counts only losses (or a lost detail), so any increase is worth a look;",
+            "duplicates ignored on purpose are counted apart.", ""]
+    out += [f"- `{name}`: {what}" for name, what in LOSSES]
+    out += [f"- not a loss: `{name}`: {what}" for name, what in NOT_LOSSES] + [""]
     out += ["## Attributes", "", "| attribute | type | on | description |", "|---|---|---|---|"]
     for a in sorted(c.attributes.values(), key=lambda a: a.name):
-        out.append(f"| `{a.name}` | {a.type} | {', '.join(a.signals)} | {a.description} |")
+        capped = " Free text: at most `limits.free_text_length` characters." if a.free_text else ""
+        out.append(f"| `{a.name}` | {a.type} | {', '.join(a.signals)} | {a.description}{capped} |")
+    prefixes = ", ".join(f"`{p}*`" for p in c.passthrough_prefixes)
+    out += ["", f"Fields passed through by name ({prefixes}) are free text too. Attribute values longer",
+            "than the limits (docs/configuration.md, `limits`) are cut and counted in",
+            "`otelmta_attribute_values_truncated`."]
     return "\n".join(out) + "\n"
+
+
+def _check_losses() -> None:
+    names = catalog.load().metrics
+    for name, _ in LOSSES + NOT_LOSSES:
+        if name not in names:
+            raise KeyError(f"docs.LOSSES names {name}, which is not in the catalog")
 
 
 def main() -> int:

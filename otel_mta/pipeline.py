@@ -17,6 +17,7 @@ from otel_mta.model import LogLine
 from otel_mta.privacy import Redactor
 from otel_mta.resources import Resources
 from otel_mta.signals import logs as L
+from otel_mta.signals import wire
 from otel_mta.signals.batch import Batcher
 from otel_mta.signals.inbound import InboundSignals
 from otel_mta.signals.mail import MailSignals
@@ -52,9 +53,13 @@ class Pipeline:
         self.resources = Resources(extra=s.resource.attributes, self_service=s.resource.service_name,
                                    zonemta_service=s.resource.zonemta_service_name,
                                    instance_id=s.resource.instance_id)
-        self.metrics = MetricStore(catalog.load(), max_series=s.metrics.max_series)
-        self.logs = Batcher("logs", submit, s.batch.max_batch)
-        self.spans = Batcher("traces", submit, s.batch.max_batch)
+        cat = catalog.load()
+        self.metrics = MetricStore(cat, max_series=s.metrics.max_series)
+        lim = s.limits
+        wire.set_limits(lim.for_logs(), lim.for_spans(), lim.free_text_length, cat.free_text_keys(),
+                        cat.passthrough_prefixes)
+        self.logs = Batcher("logs", submit, s.batch.max_batch, s.exporter.max_request_size)
+        self.spans = Batcher("traces", submit, s.batch.max_batch, s.exporter.max_request_size)
         p = s.privacy
         self.redactor = Redactor(recipient=p.recipient, sender=p.sender, subject=p.subject, user=p.user,
                                  client=p.client, hmac_key=p.hmac_key.encode() if p.hmac_key else None)
@@ -79,6 +84,12 @@ class Pipeline:
         self._accepted = self.metrics.counter("otelmta_receiver_accepted_records")
         self._refused = self.metrics.counter("otelmta_receiver_refused_records")
         self._dropped = self.metrics.counter("otelmta_receiver_dropped_records")
+        self._deduplicated = self.metrics.counter("otelmta_receiver_deduplicated_records")
+        self._pushed_back = self.metrics.counter("otelmta_receiver_pushed_back_requests")
+        self.metrics.before_collect(self._count_losses)
+        truncated = self.metrics.counter("otelmta_attribute_values_truncated")
+        self.metrics.before_collect(lambda: [truncated.observe(n, own, (signal,))
+                                             for signal, n in wire.truncations().items()])
 
     # self-telemetry, for sources
     def accepted(self, receiver: str, transport: str, n: int = 1) -> None:
@@ -88,7 +99,29 @@ class Pipeline:
         self._refused.add(n, self._own, (receiver, transport, reason))
 
     def dropped(self, receiver: str, transport: str, reason: str, n: int = 1) -> None:
+        """Records lost (a full buffer, a chunk set that never completed, ...)."""
         self._dropped.add(n, self._own, (receiver, transport, reason))
+
+    def deduplicated(self, receiver: str, transport: str | None, reason: str, n: int = 1) -> None:
+        """Records ignored on purpose because the same one arrived already: not a loss."""
+        self._deduplicated.add(n, self._own, (receiver, transport, reason))
+
+    def pushed_back(self, receiver: str, transport: str, reason: str) -> None:
+        """A request answered 503 + Retry-After (nothing of it was read)."""
+        self._pushed_back.add(1, self._own, (receiver, transport, reason))
+
+    def _count_losses(self) -> None:
+        """What the pipeline's own tables forgot, and what the metric store folded away."""
+        m, own, mail = self.metrics, self._own, self.mail
+        evicted = m.counter("otelmta_correlation_evicted")
+        evicted.observe(mail.corr.index.evicted, own, ("queue_ids",))
+        evicted.observe(mail.corr.hints.evicted, own, ("gelf_hints",))
+        evicted.observe(mail.attempts_evicted, own, ("attempts",))
+        evicted.observe(self.tracker.evicted, own, ("root_spans",))
+        overflowed = m.counter("otelmta_metric_points_overflowed")
+        for name, inst in list(m.instruments.items()):
+            if inst.overflowed:
+                overflowed.observe(inst.overflowed, own, (name,))
 
     def emit_log_line(self, line: LogLine, cached_keys: frozenset = frozenset()) -> None:
         """A log line from another producer (GELF): encode and batch it."""

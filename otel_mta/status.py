@@ -187,7 +187,8 @@ class StatusBoard:
                 if st.last_success_ns else None,
                 "queue": {"bytes": q.bytes, "capacity": q.max_bytes},
                 "spool": None if spool is None else {"bytes": spool.size, "capacity": spool.max_bytes},
-                "sent": dict(st.sent), "failed": failed, "retries": st.retries}
+                "sent": dict(st.sent), "failed": failed, "retries": st.retries, "splits": st.splits,
+                "failing_signals": exporter.failing}
 
 
 def add_routes(webapp: web.Application, board: StatusBoard) -> None:

@@ -136,6 +136,15 @@ def sidecar(tmp_path):
         sc.close()
 
 
+@pytest.fixture(autouse=True)
+def _no_attribute_limits_left_over():
+    """A Pipeline sets the encoders' length limits process-wide (wire.set_limits):
+    no test sees the limits of the one before it."""
+    yield
+    from otel_mta.signals import wire
+    wire.set_limits()
+
+
 # -- an in-process pipeline whose output is parsed like a receiver's --------------
 @pytest.fixture
 def capture():

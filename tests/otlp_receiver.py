@@ -1,6 +1,9 @@
 """A real OTLP receiver for tests: gRPC (grpcio server with the generated
 opentelemetry-proto services) and HTTP (aiohttp-free, stdlib http.server) in the
-test process. It keeps every request it accepted, and can be told to fail.
+test process. It keeps every request it accepted, and can be told to fail,
+to ask for a delay (Retry-After, RetryInfo) or to refuse requests over a size
+(gRPC: the server's own grpc.max_receive_message_length; HTTP: 413 as nginx's
+client_max_body_size answers).
 """
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
+from google.protobuf import duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from tests import emitted
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as ls, logs_service_pb2_grpc as lsg
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as ms, metrics_service_pb2_grpc as msg
@@ -33,6 +38,9 @@ class Received:
         self.fail_calls: dict | None = None    # {signal: times} still to fail (None: until cleared)
         self.calls = 0
         self.delay_s = 0.0
+        self.retry_after: float | None = None   # with fail_with: Retry-After (HTTP) / RetryInfo (gRPC)
+        self.max_body: int | None = None        # HTTP: answer 413 to larger bodies
+        self.too_large = 0                      # requests refused for their size
 
     def should_fail(self, signal: str, kind) -> bool:
         with self.lock:
@@ -130,17 +138,29 @@ def _servicer(base, signal: str, received: Received):
             if received.delay_s:
                 time.sleep(received.delay_s)
             if received.should_fail(signal, grpc.StatusCode):
+                if received.retry_after is not None:
+                    context.set_trailing_metadata([("grpc-status-details-bin", retry_info(
+                        received.fail_with, received.retry_after))])
                 context.abort(received.fail_with, "told to fail")
             received.add(signal, request)
             return RESPONSE[signal]()
     return Servicer()
 
 
+def retry_info(code: grpc.StatusCode, delay_s: float) -> bytes:
+    """A google.rpc.Status holding a RetryInfo, as a server puts it in `grpc-status-details-bin`."""
+    info = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(
+        seconds=int(delay_s), nanos=int(delay_s % 1 * 1e9)))
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message="told to fail")
+    status.details.add().Pack(info)
+    return status.SerializeToString()
+
+
 class GrpcReceiver:
-    def __init__(self, port: int = 0):
+    def __init__(self, port: int = 0, max_receive: int = 64 << 20):
         self.received = Received()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
-                                  options=[("grpc.max_receive_message_length", 64 << 20)])
+                                  options=[("grpc.max_receive_message_length", max_receive)])
         lsg.add_LogsServiceServicer_to_server(_servicer(lsg.LogsServiceServicer, "logs", self.received), self.server)
         tsg.add_TraceServiceServicer_to_server(_servicer(tsg.TraceServiceServicer, "traces", self.received), self.server)
         msg.add_MetricsServiceServicer_to_server(_servicer(msg.MetricsServiceServicer, "metrics", self.received), self.server)
@@ -166,7 +186,18 @@ class HttpReceiver:
             def do_POST(self):
                 received.calls += 1
                 signal = self.path.rsplit("/", 1)[-1]
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                length = int(self.headers.get("Content-Length", 0))
+                if received.max_body is not None and length > received.max_body:
+                    with received.lock:
+                        received.too_large += 1
+                    self.rfile.read(length)  # nginx reads what comes before it closes (lingering close)
+                    self.send_response(413)
+                    self.send_header("Connection", "close")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    self.close_connection = True
+                    return
+                body = self.rfile.read(length)
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 if signal not in REQUEST or self.headers.get("Content-Type") != "application/x-protobuf":
@@ -175,6 +206,9 @@ class HttpReceiver:
                     return
                 if received.should_fail(signal, int):
                     self.send_response(received.fail_with)
+                    if received.retry_after is not None:
+                        self.send_header("Retry-After", str(int(received.retry_after)))
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 received.add(signal, REQUEST[signal].FromString(body))

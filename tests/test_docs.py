@@ -1,9 +1,8 @@
 """Every configuration key and variable is documented in docs/configuration.md."""
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from otel_mta.config import ENV, Settings
+from otel_mta.settings_base import BaseModel
 
 DOC = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
+import grpc
 import pytest
 
 from otel_mta.export.exporter import Exporter
@@ -37,7 +38,9 @@ def test_retries_until_the_collector_comes_back_in_order(kind):
     exp.start()
     for n in range(5):
         exp.submit("logs", request(n), 1)
-    time.sleep(1.0)
+    deadline = time.monotonic() + 10   # a loaded machine: wait for the first retry, not a fixed time
+    while exp.stats.retries == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert exp.healthy is False and exp.stats.retries > 0
     rx = GrpcReceiver(port) if kind == "grpc" else HttpReceiver(port)
     try:
@@ -60,7 +63,9 @@ async def test_on_the_event_loop_the_worker_retries_in_order_too(kind):
     exp.start(asyncio.get_running_loop())
     for n in range(5):
         exp.submit("logs", request(n), 1)
-    await asyncio.sleep(1.0)
+    deadline = time.monotonic() + 10
+    while exp.stats.retries == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     assert exp.healthy is False and exp.stats.retries > 0
     rx = GrpcReceiver(port) if kind == "grpc" else HttpReceiver(port)
     try:
@@ -97,7 +102,7 @@ async def test_a_steady_stream_of_requests_does_not_stretch_the_backoff():
             rx.stop()
 
 
-def test_http_headers_and_gzip_reach_the_collector(http_receiver):
+async def test_http_headers_and_gzip_reach_the_collector(http_receiver):
     seen = {}
     orig = http_receiver.httpd.RequestHandlerClass.do_POST
 
@@ -107,20 +112,35 @@ def test_http_headers_and_gzip_reach_the_collector(http_receiver):
 
     http_receiver.httpd.RequestHandlerClass.do_POST = spy
     sender = HttpSender(http_receiver.endpoint, {"api-key": "k1"}, 2.0, compression="gzip")
-    assert sender.send("logs", request(1)).ok
+    try:
+        assert (await sender.send_async("logs", request(1))).ok
+    finally:
+        await sender.aclose()
     assert seen["api-key"] == "k1" and seen["Content-Encoding"] == "gzip"
+    assert seen["User-Agent"].startswith("otel-mta/")
     assert bodies(http_receiver.received) == ["1:0"]
 
 
-def test_permanent_errors_are_not_retried_and_are_counted(http_receiver):
-    http_receiver.received.fail_with = 400
-    exp = Exporter(HttpSender(http_receiver.endpoint, {}, 2.0), ExportQueue(1 << 20), 0.05, 0.1)
+@pytest.mark.parametrize("kind", ["grpc", "http"])
+def test_a_permanent_error_drops_and_counts_and_the_pipeline_goes_on(kind):
+    """OTLP: only some errors are retryable; the rest would fail forever and must not hold the queue."""
+    rx = GrpcReceiver() if kind == "grpc" else HttpReceiver()
+    rx.received.fail_with = grpc.StatusCode.INVALID_ARGUMENT if kind == "grpc" else 400
+    rx.received.fail_calls = {"logs": 1}
+    sender = GrpcSender(rx.endpoint, {}, 2.0) if kind == "grpc" else HttpSender(rx.endpoint, {}, 2.0)
+    exp = Exporter(sender, ExportQueue(1 << 20), 0.05, 0.1)
     exp.start()
-    exp.submit("logs", request(1, records=3), 3)
-    time.sleep(0.5)
-    exp.stop(1)
-    assert exp.stats.failed == {("logs", "permanent_error"): 3}
-    assert http_receiver.received.calls == 1
+    try:
+        exp.submit("logs", request(1, records=3), 3)
+        rx.received.wait_for(lambda r: exp.stats.failed, what="the refusal")
+        exp.submit("logs", request(2), 1)
+        rx.received.wait_for(lambda r: len(r.log_records()) == 1, what="the request after the refused one")
+        assert bodies(rx.received) == ["2:0"]
+        assert exp.stats.failed == {("logs", "permanent_error"): 3}
+        assert exp.stats.retries == 0 and rx.received.calls == 2 and exp.healthy
+    finally:
+        exp.stop(1)
+        rx.stop()
 
 
 def test_memory_queue_is_bounded_and_overflow_is_counted():
@@ -145,7 +165,7 @@ def test_spool_keeps_everything_in_order_across_an_outage_and_a_restart(tmp_path
     time.sleep(0.3)
     exp.stop(0.5)
     assert not exp.stats.failed and exp.stats.sent["logs"] == 0
-    assert len(list(spool_dir.glob("*.spool"))) >= 1
+    assert len(list(spool_dir.rglob("*.spool"))) >= 1
     # run 2: a new process finds the spool and replays it once the collector is up
     rx = GrpcReceiver(port)
     try:
@@ -156,7 +176,7 @@ def test_spool_keeps_everything_in_order_across_an_outage_and_a_restart(tmp_path
         exp2.stop(2)
         expected = [f"{n}:{i}" for n in range(61) for i in range(2)]
         assert bodies(rx.received) == expected
-        assert not list(spool_dir.glob("*.spool"))
+        assert not list(spool_dir.rglob("*.spool"))
     finally:
         rx.stop()
 
@@ -178,35 +198,46 @@ def test_a_crash_mid_write_loses_only_the_torn_record(tmp_path):
     for n in range(5):
         spool.append("logs", request(n), 1)
     spool.close()
-    seg = next(tmp_path.glob("*.spool"))
+    seg = next((tmp_path / "logs").glob("*.spool"))
     seg.write_bytes(seg.read_bytes()[:-7])  # the last record torn by a crash
     again = Spool(tmp_path, 1 << 20)
     got = []
-    while (item := again.pop()) is not None:
+    while (item := again.pop("logs")) is not None:
         got.append(item[1])
     assert got == [request(n) for n in range(4)]
     assert again.corrupt == 1
 
 
-def test_a_request_stops_at_the_record_limit_or_at_3_mib():
-    """Large log lines (GELF) must not make a request the Collector refuses
-    (4 MiB by default): the batch goes out before 3 MiB."""
-    from otel_mta.signals.batch import MAX_REQUEST_BYTES, Batcher
+def test_a_request_stops_at_the_record_limit_or_before_the_byte_cap():
+    """Large log lines (GELF) must not make a request a receiver refuses for its
+    size: the batch goes out before the next record would pass max_bytes."""
+    from otel_mta.signals.batch import Batcher
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
     class Res:
-        encoded = b""
+        encoded = wire.resource({"service.name": "zonemta", "host.name": "mx1"})
 
+    cap = 512 << 10
     sent = []
-    b = Batcher("logs", lambda signal, payload, n: sent.append((payload, n)), max_batch=2048)
+    b = Batcher("logs", lambda signal, payload, n: sent.append((payload, n)), max_batch=2048, max_bytes=cap)
     big = L.encode_log(1, 1, L.INFO, "x" * 100_000, {})
     for _ in range(70):  # 7 MB of records, far below 2,048 of them
         b.add(Res, big)
     b.flush()
-    assert [n for _, n in sent] == [32, 32, 6]
-    assert all(len(payload) <= MAX_REQUEST_BYTES + len(big) for payload, _ in sent)
+    assert [n for _, n in sent] == [5] * 14
+    assert all(cap - len(big) < len(payload) <= cap for payload, _ in sent)
     req = ExportLogsServiceRequest.FromString(sent[0][0])
-    assert len(req.resource_logs[0].scope_logs[0].log_records) == 32
+    assert len(req.resource_logs[0].scope_logs[0].log_records) == 5
+
+    # exactly at the cap, with records of several resources in one request
+    sent.clear()
+    other = type("Other", (), {"encoded": wire.resource({"service.name": "wildduck"})})
+    for i in range(3000):
+        b.add(Res if i % 3 else other, L.encode_log(1, 1, L.INFO, "y" * (i % 700), {}))
+    b.flush()
+    assert sum(n for _, n in sent) == 3000
+    assert all(len(payload) <= cap for payload, _ in sent)
+    assert max(len(payload) for payload, _ in sent) > cap * 0.98   # full, not half empty
 
     sent.clear()
     small = L.encode_log(1, 1, L.INFO, "short", {})
@@ -214,3 +245,12 @@ def test_a_request_stops_at_the_record_limit_or_at_3_mib():
         b.add(Res, small)
     assert [n for _, n in sent] == [2048, 2048]
     assert b.pending == 4
+
+    # one record over the cap goes alone: the exporter drops it if the receiver refuses it
+    b.flush()
+    sent.clear()
+    b.add(Res, small)
+    b.add(Res, L.encode_log(1, 1, L.INFO, "z" * (cap + 10), {}))
+    b.add(Res, small)
+    b.flush()
+    assert [n for _, n in sent] == [1, 1, 1]

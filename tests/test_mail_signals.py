@@ -310,8 +310,10 @@ def test_duplicates_from_two_channels_count_once(capture, js_encode):
     _, rx = run(capture, js_encode, [ENTRIES[0], acc, acc], channels=2)
     assert [p[1].as_int for p in rx.last_points("mta.delivery.attempts")] == [1]
     assert len([s for _, s in rx.spans() if s.name == "delivery"]) == 1
-    dropped = rx.last_points("otelmta_receiver_dropped_records")
-    assert dropped[0][0]["reason"] == "duplicate" and dropped[0][1].as_int == 1
+    # a copy ignored on purpose, not a loss: not in otelmta_receiver_dropped_records
+    [(a, n)] = rx.last_points("otelmta_receiver_deduplicated_records")
+    assert (a["receiver"], a["reason"], n.as_int) == ("remote_log", "duplicate", 1)
+    assert not rx.last_points("otelmta_receiver_dropped_records")
 
 
 ARRIVAL = 1770000000000000000  # fixture timestamps are from 2025; later ones are arrival times

@@ -198,7 +198,7 @@ def test_collector_outage_with_spool_loses_nothing(sidecar, js_encode, tmp_path)
     for i in range(0, 4000, 100):
         sc.send(datagrams[i:i + 100])
         time.sleep(0.1)
-    assert any((sc.data_dir / "spool").glob("*.spool")), "the outage should have spooled to disk"
+    assert any((sc.data_dir / "spool").rglob("*.spool")), "the outage should have spooled to disk"
     rx = GrpcReceiver(port)
     try:
         rx.received.wait_for(lambda r: _n_logs(r) >= 4000, timeout=60, what="all 4000 log records")
@@ -227,4 +227,81 @@ def test_permanent_export_errors_are_reported(sidecar, js_encode, grpc_receiver)
     [(a, p)] = rx.last_points("otelmta_exporter_send_failed_log_records")
     assert a == {"exporter": "otlp_grpc", "reason": "permanent_error"} and p.as_int >= 1
     assert sc.terminate() == 0
-    assert "failed permanently: INVALID_ARGUMENT" in sc.output()
+    assert "refused them with a permanent error: INVALID_ARGUMENT" in sc.output()
+
+
+STUBBORN_SIDECAR = """
+import asyncio, sys
+from otel_mta.sources.host import HostPoller
+
+async def stubborn(self, points):   # a client library that swallows every cancel
+    print("poll started", flush=True)
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass
+
+HostPoller.collect = stubborn
+from otel_mta.cli import main
+sys.exit(main(["run"]))
+"""
+
+
+def test_sigterm_ends_the_sidecar_with_exit_0_even_when_a_poll_task_ignores_its_cancel(tmp_path):
+    """The host poller's collect swallows every cancellation (its own timeout's
+    too): SIGTERM still ends the process, exit 0, within Kubernetes' 10 s,
+    and the abandoned task is named in the log."""
+    import os
+    import signal as sig
+    from tests.conftest import free_port
+    health = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+           "OTEL_MTA_REMOTE_LOG_ENDPOINT": "127.0.0.1:0", "OTEL_MTA_GELF_ENDPOINT": "off",
+           "OTEL_MTA_EVENTS_ENDPOINT": "off", "OTEL_MTA_ZONEMTA_API_URL": "off",
+           "OTEL_MTA_HEALTH_ENDPOINT": f"127.0.0.1:{health}", "OTEL_MTA_DATA_DIR": str(tmp_path / "data"),
+           "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "sidecar.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", STUBBORN_SIDECAR], env=env, cwd=tmp_path,
+                                stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 20
+            while "poll started" not in log.read_text():
+                assert time.time() < deadline and proc.poll() is None, log.read_text()
+                time.sleep(0.05)
+            started = time.time()
+            proc.send_signal(sig.SIGTERM)
+            assert proc.wait(15) == 0, log.read_text()
+            assert time.time() - started < 10
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log.read_text()
+    assert "host poll task ignored its cancel" in text and "stopped: exported" in text, text
+
+
+def test_check_beside_a_running_sidecar_says_whose_port_it_is(sidecar):
+    """`otel-mta check` in a pod whose sidecar runs: the listener's port is
+    taken by that sidecar, which its health endpoint confirms: ok, not a
+    failure. A port taken by anything else is a failure that says where a
+    running otel-mta would have answered."""
+    import socket
+    sc = sidecar()
+    env = {k: v for k, v in sc.env.items() if k.startswith(("OTEL_", "PYTHON"))}
+    res = _cli("check", env=env, cwd=sc.data_dir.parent)
+    assert res.returncode == 0, res.stdout + res.stderr
+    [row] = [r for r in res.stdout.splitlines() if r.startswith("remote_log")]
+    assert " ok " in row and "Address already in use" not in row
+    assert f"port in use by the otel-mta running here (http://127.0.0.1:{sc.health_port}/readyz" in row
+    assert sc.terminate() == 0
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", sc.remote_log_port))
+    try:
+        res = _cli("check", env=env, cwd=sc.data_dir.parent)
+    finally:
+        taken.close()
+    assert res.returncode == 1
+    [row] = [r for r in res.stdout.splitlines() if r.startswith("remote_log")]
+    assert "FAIL" in row and f"a running otel-mta would answer at http://127.0.0.1:{sc.health_port}/healthz" in row

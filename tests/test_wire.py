@@ -101,3 +101,93 @@ def test_bad_arguments_raise_instead_of_crashing():
                  lambda: wire.encode_attrs(wire.LOG_ATTRS, [1]), lambda: wire.encode_attrs(wire.LOG_ATTRS, {1: 2})):
         with pytest.raises((TypeError, ValueError, OverflowError)):
             call()
+
+
+# -- attribute value length limits (OTEL_*ATTRIBUTE_VALUE_LENGTH_LIMIT) ----------------
+import pytest  # noqa: E402
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+FREE_KEYS = frozenset({"mta.smtp.response", "error.message"})
+
+
+@pytest.fixture
+def limits():
+    """wire.set_limits(...) for one test; no limits again afterwards (they are process-wide)."""
+    yield wire.set_limits
+    wire.set_limits()
+
+
+def _decoded(tag, attrs_dict):
+    req = ExportLogsServiceRequest.FromString(wire.request([(b"", wire.scope("s", "1"), [
+        L.encode_log(1, 1, 9, "b", wire.encode_attrs(tag, attrs_dict))])]))
+    return attrs(req.resource_logs[0].scope_logs[0].log_records[0].attributes)
+
+
+def test_strings_and_each_string_of_an_array_are_cut_to_the_limit_in_characters(limits):
+    limits(logs=5, spans=None, free_text=3, free_keys=FREE_KEYS, free_prefixes=("gelf.",))
+    before = wire.truncations()
+    got = _decoded(wire.LOG_ATTRS, {
+        "mta.queue_id": "18c5f3d2a3e",                 # any string: the OTEL limit (5)
+        "mta.smtp.response": "550 5.1.1 no such user",   # free text: the smaller one (3)
+        "gelf.anything": "abcdef", "short": "abc",
+        "mta.recipient.domain": ["example.com", "ex", "éééééé€x"],   # each string of an array
+        "n": 123456789, "d": 2.5, "b": True, "bytes": b"0123456789"})   # never cut
+    assert got == {"mta.queue_id": "18c5f", "mta.smtp.response": "550", "gelf.anything": "abc",
+                   "short": "abc", "mta.recipient.domain": ["examp", "ex", "ééééé"],
+                   "n": 123456789, "d": 2.5, "b": True, "bytes": b"0123456789"}
+    after = wire.truncations()
+    assert after["logs"] - before["logs"] == 5 and after["traces"] == before["traces"]
+    # spans have no limit of their own here: only the free-text one
+    span = T.encode_span(b"\x01" * 16, b"\x02" * 8, None, "d", 3, 1, 2,
+                         {"mta.queue_id": "18c5f3d2a3e", "error.message": "timeout"})
+    s = ExportTraceServiceRequest.FromString(wire.request([(b"", wire.scope("s", "1"), [span])]))
+    assert attrs(s.resource_spans[0].scope_spans[0].spans[0].attributes) == {
+        "mta.queue_id": "18c5f3d2a3e", "error.message": "tim"}
+    assert wire.truncations()["traces"] - after["traces"] == 1
+
+
+def test_no_limit_set_cuts_nothing(limits):
+    limits()
+    long = "x" * 100_000
+    assert _decoded(wire.LOG_ATTRS, {"mta.smtp.response": long, "k": [long]}) == {
+        "mta.smtp.response": long, "k": [long]}
+
+
+TEXT = st.text(st.characters(codec="utf-8") | st.sampled_from("\ud800\udfff€é"), max_size=40)
+VALUE = st.recursive(TEXT | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.booleans() | st.none()
+                     | st.binary(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=3),
+                     max_leaves=8)
+KEYS = st.sampled_from(["mta.smtp.response", "error.message", "gelf.x", "gelf.", "mta.queue_id", "k", "é"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(attrs_dict=st.dictionaries(KEYS, VALUE, max_size=6), tag=st.sampled_from([wire.LOG_ATTRS, wire.SPAN_ATTRS,
+                                                                                  wire.EVENT_ATTRS, 0x0a]),
+       logs=st.none() | st.integers(0, 12), spans=st.none() | st.integers(0, 12),
+       free=st.none() | st.integers(0, 12), prefixes=st.sampled_from([(), ("gelf.",)]),
+       keys=st.sampled_from([frozenset(), FREE_KEYS]))
+def test_c_and_python_twins_cut_and_count_alike(attrs_dict, tag, logs, spans, free, prefixes, keys):
+    """Differential: under any limits, for any value shapes (lone surrogates,
+    nested arrays and maps, cached keys or not), both twins write the same
+    bytes and count the same truncations."""
+    try:
+        wire.set_limits(logs, spans, free, keys, prefixes)
+        before = wire.truncations()
+        c = wire.encode_attrs(tag, attrs_dict)
+        mid = wire.truncations()
+        for cached in (frozenset(), frozenset(attrs_dict)):
+            py_before = wire.truncations()
+            assert wire.encode_attrs_py(tag, attrs_dict, cached) == c
+            assert {k: wire.truncations()[k] - py_before[k] for k in before} == \
+                   {k: mid[k] - before[k] for k in before}
+        # the records' own encoders take the dicts as they are: the same again
+        if tag in (wire.LOG_ATTRS, wire.SPAN_ATTRS):
+            rec = (1, 2, 9, "b", attrs_dict) if tag == wire.LOG_ATTRS else None
+            if rec:
+                assert L.encode_log(*rec) == L.encode_log_py(*rec)
+            else:
+                args = (b"\x01" * 16, b"\x02" * 8, None, "n", 3, 1, 2, attrs_dict, 0, None, [(3, "e", attrs_dict)])
+                assert T.encode_span(*args) == T.encode_span_py(*args)
+    finally:
+        wire.set_limits()

@@ -47,15 +47,17 @@ BOARD = Board(
                                             {"receiver": "a['receiver']", "reason": "a['reason']"})])),
             Chart("Records dropped by reason",
                   "Records lost before decoding (kernel_overflow: the socket buffer was full; queue_full: "
-                  "the reading thread's queue was) or dropped on purpose (duplicate: the same event from "
-                  "the plugin and the remote log). Losses mean the sidecar cannot keep up: give it CPU or "
-                  "a larger receive_buffer/queue_size; duplicates are expected with both channels on.",
+                  "the reading thread's queue was; chunk_timeout: a GELF message's chunks never all came). "
+                  "Losses mean the sidecar cannot keep up: give it CPU or a larger receive_buffer/"
+                  "queue_size. Duplicates (the same event from the plugin and the remote log) are no loss "
+                  "and are counted apart (otelmta_receiver_deduplicated_records).",
                   "timeseries", unit="cps", w=8,
                   prometheus=Side([PromQL(_rate("otelmta_receiver_dropped_records_total",
                                                 "instance, receiver, reason"),
-                                          "{{instance}} {{receiver}} {{reason}}")]),
+                                          "{{instance}} {{receiver}} {{reason}}")], needs_failure=True),
                   clickhouse=Side([_ch_rate("otelmta_receiver_dropped_records",
-                                            {"receiver": "a['receiver']", "reason": "a['reason']"})])),
+                                            {"receiver": "a['receiver']", "reason": "a['reason']"})],
+                                  needs_failure=True)),
         ]),
         Row("Exporting", [
             Chart("Exported per second",

@@ -1,15 +1,28 @@
-"""The export worker: takes requests from the queue in order and sends them,
-retrying with exponential backoff and jitter while the collector is
-unreachable. The pipeline never waits for the network.
+"""The export lanes: one per signal, each taking its requests from the queue in
+order and sending them, with its own backoff, so a backend that refuses or
+cannot take traces does not hold back logs or metrics. The pipeline never
+waits for the network.
 
-The worker is one coroutine. In the sidecar it runs as a task on the event
-loop: gRPC is sent with grpc.aio there, so no second Python thread competes
-for the GIL. (A worker thread did: the main thread, busy with datagrams, held
-the GIL, the thread waited up to the 5 ms switch interval for it several times
-per request, exports fell behind and, at 50,000 entries/s, most entries were
-lost.) Senders without an asyncio API (OTLP/HTTP, the file sink) run in the
-loop's executor. Without an event loop (tests, tools) `start()` runs the same
-coroutine on a thread with a loop of its own.
+What an answer means follows the OTLP specification (senders.py says which):
+- accepted: counted as sent (a partial success's rejected items as lost);
+- retryable (the collector down, busy, overloaded): sent again after the
+  delay the receiver asked for, or with exponential backoff and jitter; the
+  lane holds its requests meanwhile, in order, in memory and the spool;
+- refused for its size (HTTP 413, gRPC RESOURCE_EXHAUSTED without RetryInfo):
+  split in halves and sent again; one record too large even alone is dropped
+  and counted (`too_large`);
+- anything else is permanent: dropped, counted, logged once per interval.
+
+Requests over `max_request_size` are split when they are queued, so a receiver
+behind a body-size limit normally never sees one.
+
+The lanes are coroutines. In the sidecar they run as tasks on the event loop:
+gRPC is sent with grpc.aio there and HTTP with aiohttp, so no second Python
+thread competes for the GIL. (A worker thread did: the main thread, busy with
+datagrams, held the GIL, the thread waited up to the 5 ms switch interval for
+it several times per request, exports fell behind and, at 50,000 entries/s,
+most entries were lost.) Without an event loop (tests, tools) `start()` runs
+them on a thread with a loop of its own.
 """
 from __future__ import annotations
 
@@ -20,21 +33,26 @@ import random
 import threading
 import time
 
+from otel_mta.export import split
 from otel_mta.export.queue import ExportQueue
 from otel_mta.export.senders import Result
+from otel_mta.export.spool import SIGNALS
+from otel_mta.pipeline import RateLimitedLog
 
 log = logging.getLogger("otel_mta.export")
-POLL_S = 0.2  # how often an idle worker looks at the queue and the stop flag
-WINDOW = 4    # requests in flight at once while the collector answers
+POLL_S = 0.2  # how often an idle lane looks at the queue and the stop flag
+DEFAULT_MAX_REQUEST_BYTES = 512 << 10   # config.py documents why
+_DONE, _RETRY = "done", "retry"         # what became of a request; or a list: its halves, to send next
 
 
 class Stats:
-    """Counters the worker writes and the metric collection reads."""
+    """Counters the lanes write and the metric collection reads."""
 
     def __init__(self):
-        self.sent = {"logs": 0, "traces": 0, "metrics": 0}
+        self.sent = dict.fromkeys(SIGNALS, 0)
         self.failed: dict = {}            # (signal, reason) -> items
         self.retries = 0
+        self.splits = 0                   # requests divided in two (over the cap, or refused for size)
         self.requests = 0
         self.last_error = ""
         self.last_success_ns = 0
@@ -46,57 +64,71 @@ class Stats:
 
 class Exporter:
     def __init__(self, sender, queue: ExportQueue, initial_backoff_s: float = 1.0,
-                 max_backoff_s: float = 30.0):
+                 max_backoff_s: float = 30.0, max_request_size: int = DEFAULT_MAX_REQUEST_BYTES):
         self.sender = sender
         self.queue = queue
         self.stats = Stats()
         self.initial_backoff_s = initial_backoff_s
         self.max_backoff_s = max_backoff_s
+        self.max_request_size = max_request_size
         self._stopping = False
         self._drain_deadline = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None   # only without a caller's loop
         self._task: asyncio.Task | None = None
-        self._wake: asyncio.Event | None = None        # set when there is work (or a stop)
-        self.healthy = True   # False while the collector is failing
+        self._wake = {s: asyncio.Event() for s in SIGNALS}   # set when a lane has work (or at a stop)
+        self._healthy = dict.fromkeys(SIGNALS, True)         # False while that lane's sends fail
+        self._say = RateLimitedLog(log, 10.0)
 
     @property
     def name(self) -> str:
         return self.sender.name
 
+    @property
+    def healthy(self) -> bool:
+        """False while any signal's export is failing."""
+        return all(self._healthy.values())
+
+    @property
+    def failing(self) -> list[str]:
+        """The signals whose export is failing now."""
+        return [s for s, ok in self._healthy.items() if not ok]
+
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Run the worker on `loop` (the caller's running event loop), or on a thread of its own."""
+        """Run the lanes on `loop` (the caller's running event loop), or on a thread of their own."""
         if loop is not None:
             self._loop = loop
-            self._wake = asyncio.Event()
             self._task = loop.create_task(self._work(), name="otel-mta-export")
-            self._task.add_done_callback(self._ended)
             return
         self._loop = asyncio.new_event_loop()
-        self._wake = asyncio.Event()
         self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._work(),),
                                         name="otel-mta-export", daemon=True)
         self._thread.start()
 
     def submit(self, signal: str, payload: bytes, count: int) -> None:
-        """Called on the event loop: never blocks."""
-        if not self.queue.put(signal, payload, count):
-            self.stats.fail(signal, "queue_full", count)
-            return
-        self._notify()
+        """Called on the event loop: never blocks. A request over the size cap
+        (a large metric collection, a batch of huge records) is split first."""
+        pieces = [(payload, count)]
+        if len(payload) > self.max_request_size and count > 1:
+            try:
+                pieces = split.fit(signal, payload, self.max_request_size)
+                self.stats.splits += len(pieces) - 1
+            except split.Unsplittable as err:
+                log.error("cannot split an oversized %s request: %s", signal, err)
+        for payload, count in pieces:
+            if not self.queue.put(signal, payload, count):
+                self.stats.fail(signal, "queue_full", count)
+        self._notify(signal)
 
-    def _ended(self, task: asyncio.Task) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("the export worker stopped: %r (please report this); nothing more is exported",
-                      task.exception(), exc_info=task.exception())
-
-    def _notify(self) -> None:
+    def _notify(self, signal: str | None = None) -> None:
         if self._loop is None or self._loop.is_closed():
-            return  # not started (the worker looks at the queue first thing), or done
-        if self._thread is None:
-            self._wake.set()  # same thread as the worker's loop
-        else:
-            self._loop.call_soon_threadsafe(self._wake.set)
+            return  # not started (the lanes look at the queue first thing), or done
+        events = [self._wake[signal]] if signal else list(self._wake.values())
+        for event in events:
+            if self._thread is None:
+                event.set()  # same thread as the lanes' loop
+            else:
+                self._loop.call_soon_threadsafe(event.set)
 
     async def stop_async(self, timeout_s: float) -> None:
         """Send what is queued for up to `timeout_s`, then give up (spooled data stays on disk)."""
@@ -106,15 +138,20 @@ class Exporter:
         self._begin_stop(timeout_s)
         if self._task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout_s + 1)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(timeout_s + 1):
+                    await asyncio.shield(self._task)
+            except TimeoutError:
+                # a send that outlives the budget: cancel; each lane still puts back what it held
                 self._task.cancel()
-            except Exception:  # reported by _ended
-                pass
+                try:
+                    async with asyncio.timeout(1.0):
+                        await self._task
+                except (asyncio.CancelledError, TimeoutError):
+                    pass
         self._close()
 
     def stop(self, timeout_s: float) -> None:
-        """Like stop_async, for a worker on its own thread (start() without a loop)."""
+        """Like stop_async, for lanes on their own thread (start() without a loop)."""
         self._begin_stop(timeout_s)
         if self._thread is not None:
             self._thread.join(timeout_s + 1)
@@ -135,23 +172,53 @@ class Exporter:
         if self.queue.spool is not None:
             self.queue.spool.close()
 
-    # -- the worker ---------------------------------------------------------------
+    # -- the lanes ----------------------------------------------------------------
     async def _work(self) -> None:
-        retry: collections.deque = collections.deque()   # requests to send again first, oldest first
+        lanes = [asyncio.ensure_future(self._lane(s)) for s in SIGNALS]
+        try:
+            for signal, outcome in zip(SIGNALS, await asyncio.gather(*lanes, return_exceptions=True)):
+                if isinstance(outcome, Exception):
+                    log.error("the %s export lane stopped: %r (please report this)", signal, outcome,
+                              exc_info=outcome)
+        finally:
+            for lane in lanes:
+                lane.cancel()
+            await self.sender.aclose()
+
+    async def _lane(self, signal: str) -> None:
+        retry: collections.deque = collections.deque()   # requests to send first, oldest first
         flight: collections.deque = collections.deque()  # (request, task), oldest first
+        try:
+            await self._run(signal, retry, flight)
+            # answers still on their way decide whether those requests were sent
+            while flight:
+                item, task = flight[0]
+                outcome = self._account(item, await task)
+                flight.popleft()
+                if outcome == _RETRY:
+                    retry.append(item)
+                elif outcome != _DONE:
+                    retry.extend(outcome)
+        finally:
+            # stopped, or cancelled when a send outlived the budget: nothing held is dropped silently
+            held = [item for item, _ in flight] + list(retry)
+            for _, task in flight:
+                task.cancel()
+            self._put_back(signal, held)
+
+    async def _run(self, signal: str, retry: collections.deque, flight: collections.deque) -> None:
         backoff = self.initial_backoff_s
         in_order = False  # one request at a time, from a failure until the backlog is sent
         # Several requests in flight while all is well: a busy event loop gets
         # round to each answer late, and waiting for one at a time made the
         # export fall behind. While failing, until what was queued meanwhile is
-        # sent, and while replaying the spool: one at a time, in order. Senders
-        # without an asyncio API send one at a time (a file is not written by
-        # several threads, an HTTP pool is not overrun).
-        window = WINDOW if hasattr(self.sender, "send_async") else 1
+        # sent, and while replaying the spool: one at a time, in order. The
+        # file sink sends one at a time (a file is not written by several threads).
+        window = getattr(self.sender, "window", 1)
         while not (self._stopping and time.monotonic() >= self._drain_deadline):
-            spooling = self.queue.spool is not None and len(self.queue.spool) > 0
+            spooling = self.queue.spooled(signal) > 0
             while len(flight) < (1 if in_order or spooling else window):
-                item = retry.popleft() if retry else await self._take()
+                item = retry.popleft() if retry else await self._take(signal)
                 if item is None:
                     break
                 self.stats.requests += 1
@@ -159,102 +226,130 @@ class Exporter:
             if not flight:
                 in_order = False  # nothing waits: the backlog is sent
                 if self._stopping:
-                    break  # memory drained (a spool, if any, waits for the next start)
-                await self._idle(POLL_S)
+                    return  # memory drained (a spool, if any, waits for the next start)
+                await self._idle(signal, POLL_S)
                 continue
-            item, task = flight.popleft()
+            item, task = flight[0]
             result = await task
-            if self._done(item, result):
+            flight.popleft()
+            outcome = self._account(item, result)
+            if outcome == _DONE:
                 backoff = self.initial_backoff_s
+                continue
+            if outcome != _RETRY:  # halves of a request refused for its size: next, in order
+                retry.extendleft(reversed(outcome))
                 continue
             # a retryable failure: the window's other answers come in, and what
             # failed goes back in front of the queue, in order
             failed = [item]
             while flight:
-                later, task = flight.popleft()
-                if not self._done(later, await task):
+                later, task = flight[0]
+                later_outcome = self._account(later, await task)
+                flight.popleft()
+                if later_outcome == _RETRY:
                     failed.append(later)
+                elif later_outcome != _DONE:
+                    failed.extend(later_outcome)
             retry.extendleft(reversed(failed))
             in_order = True
-            delay = result.retry_after or backoff * random.uniform(0.8, 1.2)
+            delay = result.retry_after if result.retry_after is not None else backoff * random.uniform(0.8, 1.2)
             backoff = min(backoff * 2, self.max_backoff_s)
             if self._stopping:
                 if time.monotonic() + min(delay, POLL_S) > self._drain_deadline:
-                    break
+                    return
                 await asyncio.sleep(min(delay, POLL_S))
             else:
-                await self._idle(delay, until_stop=True)
+                await self._idle(signal, delay, until_stop=True)
             self.stats.retries += 1
-        # answers still on their way decide whether those requests were sent
-        for item, task in flight:
-            if not self._done(item, await task):
-                retry.append(item)
-        aclose = getattr(self.sender, "aclose", None)
-        if aclose is not None:
-            await aclose()
-        # what is left in memory: back to the front of the spool, in order, or counted lost
-        leftover = list(retry)
-        while self.queue.bytes:
-            leftover.append(self.queue.get(timeout=0))
-        if leftover and self.queue.spool is not None and self.queue.spool.prepend(leftover):
+
+    def _put_back(self, signal: str, held: list) -> None:
+        """What a stopping lane still holds: back to the front of its spool, in order, or counted lost."""
+        while self.queue.in_memory(signal):
+            held.append(self.queue.get(signal))
+        if not held:
             return
-        for signal, _, count in leftover:
+        if self.queue.spool is not None and self.queue.spool.prepend(signal, held):
+            return
+        for _, _, count in held:
             self.stats.fail(signal, "shutdown", count)
 
-    async def _take(self):
-        """The oldest queued request, or None (when stopping, only from memory:
+    async def _take(self, signal: str):
+        """The lane's oldest request, or None (when stopping, only from memory:
         what is spooled waits for the next start)."""
         q = self.queue
-        if self._stopping and not q.bytes:
+        if q.in_memory(signal):
+            return q.get(signal)
+        if self._stopping or not q.spooled(signal):
             return None
-        if q.spool is not None and len(q.spool):  # reading the spool touches the disk: not on the loop
-            return await asyncio.get_running_loop().run_in_executor(None, q.get, 0)
-        return q.get(timeout=0)
+        # reading the spool touches the disk: not on the loop
+        return await asyncio.get_running_loop().run_in_executor(None, q.get, signal)
 
-    async def _idle(self, seconds: float, until_stop: bool = False) -> None:
-        """Wait `seconds`, or less: until a request is queued (or, with until_stop, a stop)."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + seconds
-        self._wake.clear()
+    async def _idle(self, signal: str, seconds: float, until_stop: bool = False) -> None:
+        """Wait `seconds`, or less: until the lane has a request (or, with until_stop, a stop)."""
+        wake = self._wake[signal]
+        wake.clear()
         try:
-            while True:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, end - loop.time()))
-                if not until_stop or self._stopping:
-                    return
-                self._wake.clear()  # a new request does not end a backoff
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(seconds):  # not wait_for: 3.11's can swallow a cancel
+                while True:
+                    await wake.wait()
+                    if not until_stop or self._stopping:
+                        return
+                    wake.clear()  # a new request does not end a backoff
+        except TimeoutError:
             pass
 
     async def _send(self, signal: str, payload: bytes) -> Result:
         try:
-            send_async = getattr(self.sender, "send_async", None)
-            if send_async is not None:
-                return await send_async(signal, payload)
-            return await asyncio.get_running_loop().run_in_executor(None, self.sender.send, signal, payload)
-        except Exception as err:  # a sender bug must not end the worker
+            return await self.sender.send_async(signal, payload)
+        except Exception as err:  # a sender bug must not end the lane
             log.exception("sending to %s failed unexpectedly (please report this)", self.sender.endpoint)
             return Result(False, error=f"{type(err).__name__}: {err}")
 
-    def _done(self, item: tuple, result: Result) -> bool:
-        """Account for one answer; False when the request should be sent again."""
-        signal, _, count = item
+    def _account(self, item: tuple, result: Result):
+        """Account for one answer: _DONE, _RETRY (send it again later), or the
+        request's halves (send them next)."""
+        signal, payload, count = item
         if result.ok:
             self.stats.sent[signal] += count - result.rejected
             if result.rejected:
                 self.stats.fail(signal, "rejected", result.rejected)
             self.stats.last_success_ns = time.time_ns()
-            if not self.healthy:
-                log.info("export to %s recovered", self.sender.endpoint)
-            self.healthy = True
-            return True
-        self.stats.last_error = result.error
+            if not self._healthy[signal]:
+                log.info("export of %s to %s recovered", signal, self.sender.endpoint)
+            self._healthy[signal] = True
+            return _DONE
+        self.stats.last_error = f"{signal}: {result.error}"
+        if result.too_large:
+            halves = self._halve(signal, payload, count)
+            if halves:
+                self.stats.splits += 1
+                self._say(logging.WARNING, f"{signal}.split",
+                          "the receiver refused a request of %d %s (%d bytes) for its size (%s): "
+                          "sending it in halves; lower exporter.max_request_size to avoid this",
+                          count, signal, len(payload), result.error)
+                return halves
+            self.stats.fail(signal, "too_large", count)
+            self._say(logging.ERROR, f"{signal}.too_large",
+                      "dropped %d %s of %d bytes: the receiver refuses it for its size even alone (%s)",
+                      count, signal, len(payload), result.error)
+            return _DONE
         if not result.retryable:
-            log.error("export of %d %s to %s failed permanently: %s", count, signal,
-                      self.sender.endpoint, result.error)
             self.stats.fail(signal, "permanent_error", count)
-            return True
-        if self.healthy:
-            log.warning("export to %s failing (%s); retrying with backoff, queueing meanwhile",
-                        self.sender.endpoint, result.error)
-        self.healthy = False
-        return False
+            self._say(logging.ERROR, f"{signal}.permanent",
+                      "dropped %d %s: %s refused them with a permanent error: %s",
+                      count, signal, self.sender.endpoint, result.error)
+            return _DONE
+        if self._healthy[signal]:
+            log.warning("export of %s to %s failing (%s); retrying with backoff, queueing meanwhile",
+                        signal, self.sender.endpoint, result.error)
+        self._healthy[signal] = False
+        return _RETRY
+
+    def _halve(self, signal: str, payload: bytes, count: int) -> list | None:
+        if count < 2:
+            return None
+        try:
+            halves = split.halve(signal, payload)
+        except split.Unsplittable:
+            return None
+        return [(signal, p, n) for p, n in halves] if len(halves) == 2 else None

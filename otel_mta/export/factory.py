@@ -24,4 +24,4 @@ def build_exporter(settings: Settings) -> Exporter:
     e = settings.exporter
     spool = Spool(settings.data_dir / "spool", e.spool.max_size) if e.spool.enabled and e.endpoint else None
     return Exporter(build_sender(settings), ExportQueue(e.queue_size, spool),
-                    e.initial_backoff, e.max_backoff)
+                    e.initial_backoff, e.max_backoff, e.max_request_size)

@@ -18,7 +18,7 @@
 #include <Python.h>
 
 static PyObject *domain_part_fn, *smtp_reply_fn;  /* from setup() */
-static PyObject *empty, *question, *rejected_s, *zero, *port25, *policy_s;
+static PyObject *empty, *question, *rejected_s, *zero, *policy_s;
 
 /* entry keys */
 static PyObject *E_ZONE, *E_MX, *E_IP, *E_HOST, *E_CATEGORY, *E_RESPONSE, *E_PROTOCOL, *E_TO, *E_FROM,
@@ -28,7 +28,7 @@ static PyObject *E_ZONE, *E_MX, *E_IP, *E_HOST, *E_CATEGORY, *E_RESPONSE, *E_PRO
 /* attribute keys */
 static PyObject *A_ZONE, *A_OUTCOME, *A_MX, *A_SERVER_ADDRESS, *A_PEER, *A_SENDING_IP, *A_CATEGORY, *A_RESPONSE,
     *A_CODE, *A_STATUS, *A_SIZE, *A_PROTOCOL, *A_TLS_VERSION, *A_TLS_CIPHER, *A_TLS_AUTHORIZED, *A_TLS_AUTH_ERROR,
-    *A_DEFER_COUNT, *A_SERVER_PORT, *A_LOCAL_ADDRESS, *A_PROTOCOL_NAME, *A_ERROR_TYPE, *A_DURATION_MS,
+    *A_DEFER_COUNT, *A_LOCAL_ADDRESS, *A_PROTOCOL_NAME, *A_ERROR_TYPE, *A_DURATION_MS,
     *A_INTERFACE, *A_RCPT_COUNT, *A_TRANSPORT, *A_MD5, *A_ERROR;
 /* <prefix>.domain, .address, .hash */
 static PyObject *A_RCPT[3], *A_SENDER[3], *A_RETURN_PATH[3], *A_HEADER_FROM[3];
@@ -65,7 +65,7 @@ static int intern_all(void) {
     S(A_STATUS, "mta.smtp.enhanced_status") S(A_SIZE, "mta.message.size") S(A_PROTOCOL, "mta.protocol")
     S(A_TLS_VERSION, "mta.tls.version") S(A_TLS_CIPHER, "mta.tls.cipher") S(A_TLS_AUTHORIZED, "mta.tls.authorized")
     S(A_TLS_AUTH_ERROR, "mta.tls.authorization_error") S(A_DEFER_COUNT, "mta.defer.count")
-    S(A_SERVER_PORT, "server.port") S(A_LOCAL_ADDRESS, "network.local.address")
+    S(A_LOCAL_ADDRESS, "network.local.address")
     S(A_PROTOCOL_NAME, "network.protocol.name") S(A_ERROR_TYPE, "error.type")
     S(A_DURATION_MS, "mta.delivery.duration_ms")
     S(A_RCPT[0], "mta.recipient.domain") S(A_RCPT[1], "mta.recipient.address") S(A_RCPT[2], "mta.recipient.hash")
@@ -73,7 +73,7 @@ static int intern_all(void) {
     S(A_RETURN_PATH[0], "mta.return_path.domain") S(A_RETURN_PATH[1], "mta.return_path.address")
     S(A_RETURN_PATH[2], "mta.return_path.hash")
 #undef S
-    if (!(port25 = PyLong_FromLong(25)) || !(zero = PyLong_FromLong(0))) return -1;
+    if (!(zero = PyLong_FromLong(0))) return -1;
     return 0;
 }
 
@@ -516,9 +516,9 @@ static PyObject *delivery_fields(PyObject *self, PyObject *const *args, Py_ssize
     first_byte = num(first_byte);
     if (timer != Py_None && !(timer_int = to_int(timer))) goto done;
 
-    if (!(extra = PyDict_New()) || set(extra, A_SERVER_PORT, mx != Py_None ? port25 : Py_None) < 0 ||
-        set(extra, A_LOCAL_ADDRESS, ip) < 0 || set(extra, A_PROTOCOL_NAME, protocol) < 0 ||
-        set(extra, A_ERROR_TYPE, rejected ? (category != Py_None ? category : rejected_s) : Py_None) < 0)
+    /* no server.port: the remote log does not say which port ZoneMTA connected to (the plugin's phases do) */
+    if (!(extra = PyDict_New()) || set(extra, A_LOCAL_ADDRESS, ip) < 0 ||
+        set(extra, A_PROTOCOL_NAME, protocol) < 0 || set(extra, A_ERROR_TYPE, rejected ? (category != Py_None ? category : rejected_s) : Py_None) < 0)
         goto done;
     if (!(log_only = PyDict_New()) || set(log_only, A_DURATION_MS, timer_int ? timer_int : Py_None) < 0) goto done;
 

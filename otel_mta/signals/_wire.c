@@ -110,6 +110,59 @@ static int put_str(buf *out, unsigned char tag, PyObject *s) {
     return rc;
 }
 
+/* -- attribute value length limits (wire.set_limits) ------------------------
+ * OpenTelemetry's OTEL_{,LOGRECORD_,SPAN_}ATTRIBUTE_VALUE_LENGTH_LIMIT: a string
+ * longer than the limit is cut to that many characters (code points), and so
+ * is each string inside an array or map. Keys named free text in the catalog
+ * (and passed-through GELF fields) get the smaller `text` limit as well. A
+ * string at most `low` characters long, nearly every one, costs one compare. */
+typedef struct {
+    Py_ssize_t all;    /* every string attribute */
+    Py_ssize_t text;   /* free-text keys: min(all, free_text) */
+    Py_ssize_t low;    /* min(all, text): a longer string is looked at */
+    int idx;           /* which count: 0 log records, 1 spans */
+} limit_t;
+
+static limit_t LIMITS[2] = {{PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, 0},
+                            {PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, 1}};
+static PyObject *FREE_KEYS = NULL;       /* a frozenset of free-text keys */
+static PyObject *FREE_PREFIXES = NULL;   /* a tuple of free-text key prefixes */
+static unsigned long long TRUNCATED[2];
+
+/* the limits of an attribute field tag: log records', spans' (and span events'), or none */
+static const limit_t *limit_for(unsigned char tag) {
+    if (tag == 0x32) return &LIMITS[0];
+    if (tag == 0x4a || tag == 0x1a) return &LIMITS[1];
+    return NULL;
+}
+
+/* the most characters a string value of key k may keep; -1 on error */
+static Py_ssize_t cap_for(const limit_t *lim, PyObject *k) {
+    if (lim->text >= lim->all) return lim->all;
+    int free_text = FREE_KEYS ? PySet_Contains(FREE_KEYS, k) : 0;
+    if (free_text < 0) return -1;
+    if (!free_text && FREE_PREFIXES) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(FREE_PREFIXES) && !free_text; i++) {
+            Py_ssize_t m = PyUnicode_Tailmatch(k, PyTuple_GET_ITEM(FREE_PREFIXES, i), 0, PY_SSIZE_T_MAX, -1);
+            if (m < 0) return -1;
+            free_text = (int)m;
+        }
+    }
+    return free_text ? lim->text : lim->all;
+}
+
+/* bytes of the first `chars` characters of UTF-8 text s[0:n] */
+static Py_ssize_t utf8_prefix(const char *s, Py_ssize_t n, Py_ssize_t chars) {
+    Py_ssize_t seen = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (((unsigned char)s[i] & 0xC0) != 0x80) {  /* a character starts here */
+            if (seen == chars) return i;
+            seen++;
+        }
+    }
+    return n;
+}
+
 /* -- attribute values ------------------------------------------------------
  * A scalar AnyValue's size is known before writing it, so a KeyValue with a
  * scalar value is written in one go; lists and maps go through temporaries. */
@@ -121,14 +174,21 @@ typedef struct {
     PyObject *tmp;      /* keeps `data` alive */
 } scalar;
 
-/* 1: a scalar (sc filled, release sc->tmp), 0: a list, tuple or dict, -1: error */
-static int scalar_of(PyObject *v, scalar *sc) {
+/* 1: a scalar (sc filled, release sc->tmp), 0: a list, tuple or dict, -1: error.
+ * A str longer than `cap` characters is cut to `cap` and counted in TRUNCATED[idx]. */
+static int scalar_of(PyObject *v, scalar *sc, Py_ssize_t cap, int idx) {
     sc->tmp = NULL;
     sc->data = NULL;
     if (PyUnicode_CheckExact(v)) {
         sc->tag = 0x0a;
         sc->data = utf8(v, &sc->n, &sc->tmp);
-        return sc->data ? 1 : -1;
+        if (!sc->data) return -1;
+        if (PyUnicode_GET_LENGTH(v) > cap) {
+            /* lone surrogates were replaced one for one: characters still count the same */
+            sc->n = PyUnicode_IS_ASCII(v) ? cap : utf8_prefix(sc->data, sc->n, cap);
+            TRUNCATED[idx]++;
+        }
+        return 1;
     }
     if (PyBool_Check(v)) {
         sc->tag = 0x10;
@@ -187,17 +247,17 @@ static void w_scalar(buf *b, const scalar *sc) {
     }
 }
 
-static int any_value(buf *out, PyObject *v, int depth);
-static int key_value(buf *out, PyObject *k, PyObject *v, int depth);
+static int any_value(buf *out, PyObject *v, int depth, Py_ssize_t cap, int idx);
+static int key_value(buf *out, PyObject *k, PyObject *v, int depth, Py_ssize_t cap, int idx);
 
-/* An AnyValue message body for v */
-static int any_value(buf *out, PyObject *v, int depth) {
+/* An AnyValue message body for v; strings at any depth keep at most `cap` characters */
+static int any_value(buf *out, PyObject *v, int depth, Py_ssize_t cap, int idx) {
     if (depth > MAX_DEPTH) {
         PyErr_SetString(PyExc_ValueError, "attribute value nested too deeply");
         return -1;
     }
     scalar sc;
-    int kind = scalar_of(v, &sc);
+    int kind = scalar_of(v, &sc, cap, idx);
     if (kind < 0) return -1;
     if (kind == 1) {
         int rc = grow(out, scalar_size(&sc));
@@ -213,7 +273,7 @@ static int any_value(buf *out, PyObject *v, int depth) {
         while (rc == 0 && PyDict_Next(v, &pos, &k, &item)) {
             buf kv = {0};
             PyObject *ks = PyUnicode_Check(k) ? (Py_INCREF(k), k) : PyObject_Str(k);
-            rc = ks ? key_value(&kv, ks, item, depth + 1) : -1;
+            rc = ks ? key_value(&kv, ks, item, depth + 1, cap, idx) : -1;
             Py_XDECREF(ks);
             if (rc == 0) rc = put_ld(&inner, 0x0a, kv.p, kv.len);
             buf_free(&kv);
@@ -225,7 +285,7 @@ static int any_value(buf *out, PyObject *v, int depth) {
         Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
         for (Py_ssize_t i = 0; rc == 0 && i < n; i++) {
             buf av = {0};
-            rc = any_value(&av, PySequence_Fast_GET_ITEM(seq, i), depth + 1);
+            rc = any_value(&av, PySequence_Fast_GET_ITEM(seq, i), depth + 1, cap, idx);
             if (rc == 0) rc = put_ld(&inner, 0x0a, av.p, av.len);
             buf_free(&av);
         }
@@ -237,23 +297,33 @@ static int any_value(buf *out, PyObject *v, int depth) {
 }
 
 /* A KeyValue message body */
-static int key_value(buf *out, PyObject *k, PyObject *v, int depth) {
+static int key_value(buf *out, PyObject *k, PyObject *v, int depth, Py_ssize_t cap, int idx) {
     if (put_str(out, 0x0a, k) < 0) return -1;
     buf av = {0};
-    int rc = any_value(&av, v, depth);
+    int rc = any_value(&av, v, depth, cap, idx);
     if (rc == 0) rc = put_ld(out, 0x12, av.p, av.len);
     buf_free(&av);
     return rc;
 }
 
-/* One attribute as field `tag` (a KeyValue with its length in front) */
-static int put_attr(buf *out, unsigned char tag, PyObject *k, PyObject *v) {
+/* One attribute as field `tag` (a KeyValue with its length in front), its
+ * strings within the tag's length limits (lim: NULL for none) */
+static int put_attr(buf *out, unsigned char tag, PyObject *k, PyObject *v, const limit_t *lim) {
+    Py_ssize_t cap = PY_SSIZE_T_MAX;
+    int idx = 0;
+    if (lim) {
+        idx = lim->idx;
+        /* only a long string or a container needs its key's limit worked out */
+        int look = PyUnicode_CheckExact(v) ? PyUnicode_GET_LENGTH(v) > lim->low
+                                           : (PyList_CheckExact(v) || PyTuple_CheckExact(v) || PyDict_CheckExact(v));
+        if (look && (cap = cap_for(lim, k)) < 0) return -1;
+    }
     Py_ssize_t kn;
     PyObject *ktmp;
     const char *ks = utf8(k, &kn, &ktmp);
     if (!ks) return -1;
     scalar sc;
-    int rc = scalar_of(v, &sc);
+    int rc = scalar_of(v, &sc, cap, idx);
     if (rc == 1) {
         Py_ssize_t av = scalar_size(&sc);
         Py_ssize_t kv = 1 + vsize((uint64_t)kn) + kn + 1 + vsize((uint64_t)av) + av;
@@ -271,7 +341,7 @@ static int put_attr(buf *out, unsigned char tag, PyObject *k, PyObject *v) {
         Py_XDECREF(sc.tmp);
     } else if (rc == 0) {  /* a list or map value */
         buf kv = {0};
-        rc = key_value(&kv, k, v, 0);
+        rc = key_value(&kv, k, v, 0, cap, idx);
         if (rc == 0) rc = put_ld(out, tag, kv.p, kv.len);
         buf_free(&kv);
     }
@@ -287,6 +357,7 @@ static int put_attrs(buf *out, unsigned char tag, PyObject *attrs) {
         }
         return 0;
     }
+    const limit_t *lim = limit_for(tag);
     if (!PyDict_Check(attrs)) {
         PyErr_SetString(PyExc_TypeError, "attributes must be a dict or a tuple of dicts");
         return -1;
@@ -299,7 +370,7 @@ static int put_attrs(buf *out, unsigned char tag, PyObject *attrs) {
             PyErr_SetString(PyExc_TypeError, "attribute keys must be str");
             return -1;
         }
-        if (put_attr(out, tag, k, v) < 0) return -1;
+        if (put_attr(out, tag, k, v, lim) < 0) return -1;
     }
     return 0;
 }
@@ -600,7 +671,53 @@ done:
     return result;
 }
 
+static Py_ssize_t limit_arg(PyObject *o) {
+    if (o == Py_None) return PY_SSIZE_T_MAX;
+    Py_ssize_t n = PyLong_AsSsize_t(o);
+    if (n == -1 && PyErr_Occurred()) return -1;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "a length limit must be >= 0 or None");
+        return -1;
+    }
+    return n;
+}
+
+/* set_limits(logs, spans, free_text, free_keys, free_prefixes): see wire.set_limits */
+static PyObject *set_limits(PyObject *self, PyObject *args) {
+    PyObject *logs_o, *spans_o, *text_o, *keys, *prefixes;
+    if (!PyArg_ParseTuple(args, "OOOO!O!", &logs_o, &spans_o, &text_o, &PyFrozenSet_Type, &keys,
+                          &PyTuple_Type, &prefixes)) return NULL;
+    Py_ssize_t all[2] = {limit_arg(logs_o), limit_arg(spans_o)}, text = limit_arg(text_o);
+    if (all[0] < 0 || all[1] < 0 || text < 0) return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(prefixes); i++) {
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(prefixes, i))) {
+            PyErr_SetString(PyExc_TypeError, "free-text prefixes must be str");
+            return NULL;
+        }
+    }
+    int any_free = PySet_GET_SIZE(keys) > 0 || PyTuple_GET_SIZE(prefixes) > 0;
+    for (int i = 0; i < 2; i++) {
+        LIMITS[i].all = all[i];
+        LIMITS[i].text = any_free && text < all[i] ? text : all[i];
+        LIMITS[i].low = LIMITS[i].text;
+    }
+    Py_INCREF(keys);
+    Py_XSETREF(FREE_KEYS, keys);
+    Py_INCREF(prefixes);
+    Py_XSETREF(FREE_PREFIXES, prefixes);
+    Py_RETURN_NONE;
+}
+
+/* truncations() -> (log record values, span values) cut by the limits so far */
+static PyObject *truncations(PyObject *self, PyObject *unused) {
+    return Py_BuildValue("(KK)", TRUNCATED[0], TRUNCATED[1]);
+}
+
 static PyMethodDef methods[] = {
+    {"set_limits", set_limits, METH_VARARGS,
+     "set_limits(logs, spans, free_text, free_keys, free_prefixes): attribute value length limits."},
+    {"truncations", truncations, METH_NOARGS,
+     "truncations() -> (log record values, span values) truncated so far."},
     {"encode_attrs", encode_attrs, METH_VARARGS,
      "encode_attrs(tag, attrs[, cached_keys]) -> bytes: OTLP KeyValue fields under `tag`."},
     {"encode_log", (PyCFunction)(void (*)(void))encode_log, METH_FASTCALL | METH_KEYWORDS,

@@ -82,7 +82,9 @@ def delivery_fields_py(entry: dict, attrs: dict, action: str, outcome: str, ref:
     # to its first byte out (ZoneMTA's lib/byte-counter.js); see mail.py
     timer = num(get("timer"))
     first_byte = num(get("start"))
-    extra = {"server.port": 25 if mx else None, "network.local.address": ip, "network.protocol.name": protocol,
+    # no server.port: the remote log does not say which port ZoneMTA connected to
+    # (25, 587, 465 or a relay's own); the plugin's connect phase does (mail.py)
+    extra = {"network.local.address": ip, "network.protocol.name": protocol,
              "error.type": (category or "rejected") if action == "REJECTED" else None}
     log_only = {"mta.delivery.duration_ms": int(timer) if timer is not None else None}
     # the log body: a line an operator can read

@@ -62,6 +62,15 @@ _PHASE_CACHED = _CACHED | {"mta.phase", "mta.connect.tries", "mta.connect.addres
 _ENTRY_KEYS = {"id", "seq", "action"}
 
 
+def _mx_port(phases) -> int | None:
+    """The MX port the plugin's connect phase reported, if any."""
+    for phase in phases:
+        port = phase.attributes.get("server.port")
+        if type(port) is int:
+            return port
+    return None
+
+
 def _ref(event: MailEvent) -> str:
     """How ZoneMTA's own log lines name a delivery: <queue id>.<seq>."""
     return f"{event.queue_id}.{event.seq}" if event.seq else event.queue_id
@@ -120,7 +129,7 @@ class MailSignals:
         self.m_bounces = m.counter("mta.bounce.generated")
         self.m_checks = m.counter("mta.message.checks")
         self.m_unresolved = m.counter("otelmta_correlation_unresolved")
-        self.m_dups = m.counter("otelmta_receiver_dropped_records")
+        self.m_dups = m.counter("otelmta_receiver_deduplicated_records")
         # the two busiest counters are counted in plain dicts and added to the
         # store before each collection: a dict update costs a third of Counter.add
         self._n_attempts: dict = {}
@@ -159,6 +168,11 @@ class MailSignals:
         if action == "QUEUED" and self._checks.held:
             for held in self._checks.resolve(event.queue_id):
                 self._emit(held)
+
+    @property
+    def attempts_evicted(self) -> int:
+        """Attempt spans forgotten (the table was full) before a plugin's late phases could find them."""
+        return self._attempts.evicted
 
     def expect_phases(self, for_s: float = 900.0) -> None:
         """A plugin is reporting: let attempt spans wait for their phases for the
@@ -401,8 +415,12 @@ class MailSignals:
                       seq: str | None = None, phases=None) -> None:
         """The attempt's CLIENT span; with the plugin's phases, timed by the plugin and with its children."""
         start = a.start_ns if plugin_start_ns is None else min(plugin_start_ns, a.end_ns)
+        attrs = a.attrs
+        port = _mx_port(phases) if phases else None
+        if port is not None:   # only the plugin knows the port ZoneMTA connected to
+            attrs = (*attrs, {"server.port": port}) if type(attrs) is tuple else (attrs, {"server.port": port})
         self.spans.add(self.res, T.encode_span(a.trace_id, a.span_id, a.parent_id, "delivery", T.SPAN_KIND_CLIENT,
-                                               start, a.end_ns, a.attrs, a.status, a.status_msg, a.events))
+                                               start, a.end_ns, attrs, a.status, a.status_msg, a.events))
         if phases is not None:
             self._phase_spans(a.trace_id, a.span_id, queue_id, seq, phases)
         elif self._phases_until and self._phases_until > time.monotonic():

@@ -154,6 +154,7 @@ class MessageTracker:
         # ordered: when full, the oldest root goes first (finding a plain dict's
         # first key gets slow once many keys before it were deleted)
         self._open: OrderedDict[str, _Root] = OrderedDict()
+        self.evicted = 0   # roots ended early (as queued) because `capacity` were open
         self.queued_messages = QueuedMessages(queued_capacity)
         self._time_in_queue = None
         if metrics is not None:
@@ -174,6 +175,7 @@ class MessageTracker:
         if len(self._open) >= self.capacity:
             oldest = next(iter(self._open))
             self._end(oldest, self._open[oldest].start_ns, "queued")
+            self.evicted += 1
         root_attrs = pick(attrs, _ROOT_ATTRS)  # None values are not encoded
         self._open[queue_id] = _Root(trace_id, span_id or ids.root_span_id(queue_id), start_ns,
                                      start_ns + self.max_hold_ns, max(recipients, 1), root_attrs)

@@ -1,19 +1,23 @@
-"""One module per source. `enabled_sources` builds those the settings turn on."""
+"""One module per source. `enabled_sources` builds those the settings turn on.
+
+A source's module (and the client library it imports: pymongo, redis,
+prometheus_client, aiohttp, psutil) is imported only when that source is on:
+what is off costs no memory (bench/footprint.py).
+"""
 from __future__ import annotations
 
 
 def enabled_sources(settings, pipeline) -> list:
-    from otel_mta.sources.events_http import EventsSource
-    from otel_mta.sources.gelf import GelfSource
-    from otel_mta.sources.remote_log import RemoteLogSource
-
     s = settings.sources
     sources = []
     if s.remote_log.endpoint:
+        from otel_mta.sources.remote_log import RemoteLogSource
         sources.append(RemoteLogSource(pipeline, s.remote_log))
     if s.events.endpoint:
+        from otel_mta.sources.events_http import EventsSource
         sources.append(EventsSource(pipeline, s.events))
     if s.gelf.endpoint:
+        from otel_mta.sources.gelf import GelfSource
         sources.append(GelfSource(pipeline, s.gelf))
     sources += _pollers(s, pipeline)
     return sources
@@ -21,19 +25,18 @@ def enabled_sources(settings, pipeline) -> list:
 
 def _pollers(s, pipeline) -> list:
     """Pollers (sources/poller.py): each on its own interval, timeout and backoff."""
-    from otel_mta.sources.host import HostPoller
-    from otel_mta.sources.mongodb import MongoDBPoller
-    from otel_mta.sources.redis import RedisPoller
-    from otel_mta.sources.zonemta_api import ZoneMTAApiPoller
-
     pollers = []
     if s.zonemta_api.url:
+        from otel_mta.sources.zonemta_api import ZoneMTAApiPoller
         pollers.append(ZoneMTAApiPoller(pipeline, s.zonemta_api))
     if s.mongodb.url:   # mta.queue.size has one owner: the API poller when it runs
+        from otel_mta.sources.mongodb import MongoDBPoller
         pollers.append(MongoDBPoller(pipeline, s.mongodb, queue_size=not s.zonemta_api.url))
     if s.redis.url:
+        from otel_mta.sources.redis import RedisPoller
         pollers.append(RedisPoller(pipeline, s.redis))
     if s.host.enabled:
+        from otel_mta.sources.host import HostPoller
         pollers.append(HostPoller(pipeline, s.host))
     # off unless a URL is set; their client libraries load only then
     if s.wildduck_metrics.url:

@@ -1,6 +1,7 @@
 """The interface every source implements; app.py starts, checks and stops them."""
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 
@@ -10,10 +11,17 @@ class CheckResult:
     endpoint: str
     ok: bool
     detail: str
+    in_use: bool = False   # the port is taken (check.py asks a running otel-mta about it)
 
     @property
     def status(self) -> str:
         return "ok" if self.ok else "FAIL"
+
+
+def cannot_bind(source: str, endpoint: str, err: OSError, what: str = "") -> CheckResult:
+    """The `check` row of a listener whose port could not be bound."""
+    return CheckResult(source, endpoint, False, f"cannot bind{what}: {err.strerror or err}",
+                       in_use=err.errno == errno.EADDRINUSE)
 
 
 class Source:

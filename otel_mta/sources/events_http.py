@@ -31,7 +31,7 @@ import orjson
 from aiohttp import web
 
 from otel_mta.pipeline import RateLimitedLog
-from otel_mta.sources.base import CheckResult, Source
+from otel_mta.sources.base import CheckResult, Source, cannot_bind
 from otel_mta.sources.events_ingest import Ingest, Result
 from otel_mta.sources.events_schema import Invalid, check_batch
 
@@ -62,15 +62,17 @@ def _bind_check(host: str, port: int) -> None:
 
 
 class Reply(Exception):
-    """An early answer: status, body, headers; `reason` is counted as refused."""
+    """An early answer: status, body, headers; `reason` is counted as refused,
+    `pushback` (a 503's reason) as pushed back."""
 
     def __init__(self, status: int, error: str, reason: str | None = None, headers: dict | None = None,
-                 **extra):
+                 pushback: str | None = None, **extra):
         super().__init__(error)
         self.status = status
         self.body = {"error": error, **extra}
         self.reason = reason
         self.headers = headers
+        self.pushback = pushback
 
 
 class EventsSource(Source):
@@ -147,7 +149,7 @@ class EventsSource(Source):
         try:
             _bind_check(self.host, self.port)
         except OSError as err:
-            return CheckResult(self.name, self.endpoint, False, f"cannot bind: {err.strerror}")
+            return cannot_bind(self.name, self.endpoint, err)
         return CheckResult(self.name, self.endpoint, True, "port is free; " + self._auth_note())
 
     def status(self) -> dict:
@@ -163,6 +165,8 @@ class EventsSource(Source):
                 body["error"] = "no valid event in the batch"
         except Reply as reply:
             status, body, headers = reply.status, reply.body, reply.headers
+            if reply.pushback:   # the plugin sends it again later (and counts what it gives up on)
+                self.pipeline.pushed_back(self.name, self.transport, reply.pushback)
             if reply.reason:
                 self.pipeline.refused(self.name, self.transport, reply.reason)
                 level = logging.WARNING if status in (401, 403) else logging.DEBUG
@@ -174,7 +178,7 @@ class EventsSource(Source):
 
     async def _batch(self, request: web.Request) -> dict:
         if self._stopping:
-            raise Reply(503, "shutting down", headers={"Retry-After": RETRY_AFTER_S})
+            raise Reply(503, "shutting down", headers={"Retry-After": RETRY_AFTER_S}, pushback="stopping")
         self._authorise(request)
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
         if encoding not in WBITS:
@@ -182,9 +186,10 @@ class EventsSource(Source):
         if request.content_length is not None and request.content_length > self.max_body:
             raise Reply(413, f"body over {self.max_body} bytes", "too_large", max_body=self.max_body)
         if self.pipeline.congested():
-            raise Reply(503, "export queue full, retry later", headers={"Retry-After": RETRY_AFTER_S})
+            raise Reply(503, "export queue full, retry later", headers={"Retry-After": RETRY_AFTER_S},
+                        pushback="congested")
         if self._reading >= MAX_READING:
-            raise Reply(503, "too many requests at once", headers={"Retry-After": RETRY_AFTER_S})
+            raise Reply(503, "too many requests at once", headers={"Retry-After": RETRY_AFTER_S}, pushback="busy")
         self._reading += 1
         try:
             async with asyncio.timeout(self.settings.read_timeout):

@@ -12,8 +12,8 @@ status codes) is in events_http.py; this module knows what each event means.
 - The Haraka plugin's `haraka.connection`, `haraka.transaction`,
   `haraka.delivery` and `haraka.log` (batches of version 2) become the inbound
   model types (model.py) for signals/inbound.py.
-Retried batches repeat their event ids: ids seen within the window are dropped
-and counted (`otelmta_receiver_dropped_records{reason=duplicate_id}`).
+Retried batches repeat their event ids: ids seen within the window are ignored
+and counted (`otelmta_receiver_deduplicated_records{reason=duplicate_id}`).
 """
 from __future__ import annotations
 
@@ -195,8 +195,8 @@ class Ingest:
             p.accepted(r, t, result.accepted)
         for reason, n in result.reasons.items():
             p.refused(r, t, reason, n)
-        if result.duplicates:
-            p.dropped(r, t, "duplicate_id", result.duplicates)
+        if result.duplicates:   # a retried batch: stored already, nothing lost
+            p.deduplicated(r, t, "duplicate_id", result.duplicates)
 
     # -- one handler per type; the event is valid (events_schema) ------------------
     def _log_entry(self, ev: dict, source: dict) -> None:

@@ -34,6 +34,11 @@ import time
 import uuid
 from urllib.parse import unquote
 
+# imported with this module, i.e. only when a MongoDB poller is on (sources/__init__.py),
+# and at start: an import at the first poll would hold up the event loop
+from pymongo import AsyncMongoClient, errors
+from pymongo.read_preferences import ReadPreference
+
 from otel_mta import smtp_reply
 from otel_mta.privacy import TopN
 from otel_mta.sources.poller import Points, PollError, Poller, StartTimes
@@ -89,8 +94,6 @@ def _int(value) -> int | None:
 def mongo_client(uri: str, settings, timeout: float, **options):
     """(pymongo AsyncMongoClient, its read preference) for a poller of MongoDB
     (settings: config.MongoClientSettings), every wait bounded by `timeout`."""
-    from pymongo import AsyncMongoClient
-    from pymongo.read_preferences import ReadPreference
     modes = {"primary": ReadPreference.PRIMARY, "primaryPreferred": ReadPreference.PRIMARY_PREFERRED,
              "secondary": ReadPreference.SECONDARY,
              "secondaryPreferred": ReadPreference.SECONDARY_PREFERRED,
@@ -159,7 +162,6 @@ class MongoDBPoller(Poller):
 
     # -- poll ------------------------------------------------------------------------
     async def collect(self, points: Points) -> None:
-        from pymongo import errors
         self._notes = []
         try:
             status = await self._command("admin", "serverStatus")
@@ -247,7 +249,6 @@ class MongoDBPoller(Poller):
     async def _databases(self, status: dict, add) -> list[str]:
         """dbStats per database; and, as contrib does, serverStatus' connections,
         document operations and memory once per database (db.namespace)."""
-        from pymongo import errors
         try:
             listed = await self._command("admin", "listDatabases", nameOnly=True)
         except errors.OperationFailure as err:
@@ -281,7 +282,6 @@ class MongoDBPoller(Poller):
     async def _index_access(self, db: str, add, budget: int) -> int:
         """$indexStats per collection: accesses of all its indexes (contrib's
         mongodb.index.access.count). Index metadata only, never documents."""
-        from pymongo import errors
         try:
             listed = await self._command(db, {"listCollections": 1, "nameOnly": True,
                                               "filter": {"type": "collection"}})
@@ -307,7 +307,6 @@ class MongoDBPoller(Poller):
     async def _top(self, add) -> None:
         """`top`: time spent per operation type over all collections. MongoDB
         reports microseconds; contrib's unit is ms, so this converts."""
-        from pymongo import errors
         try:
             top = await self._command("admin", "top")
         except errors.OperationFailure as err:
@@ -323,7 +322,6 @@ class MongoDBPoller(Poller):
             add("mongodb.operation.time", (op,), micros // 1000)
 
     async def _replica_set(self, points: Points, res) -> None:
-        from pymongo import errors
         self._replset = None
         try:
             rs = await self._command("admin", "replSetGetStatus")
@@ -372,13 +370,18 @@ class MongoDBPoller(Poller):
         _merge(points, staged)
 
     async def _within(self, started: float, work, what: str) -> bool:
-        left = self.timeout * 0.9 - (time.monotonic() - started)
+        # what is left of the poll's time, less a margin for the cancelled
+        # queries to unwind (~2 ms) and a busy event loop: at least 250 ms, or
+        # a late wake-up fails the whole poll instead of leaving the queue out
+        left = self.timeout - max(self.timeout * 0.1, 0.25) - (time.monotonic() - started)
+        if left <= 0:
+            work.close()   # never started
+            self._notes.append(f"{what} within the poll's timeout, left out")
+            return False
         try:
-            if left <= 0:
-                raise asyncio.TimeoutError
-            return await asyncio.wait_for(work, left)
-        except (asyncio.TimeoutError, TimeoutError):
-            work.close()
+            async with asyncio.timeout(left):   # not wait_for: a stop()'s cancel must get through (3.11)
+                return await work
+        except TimeoutError:
             self._notes.append(f"{what} within the poll's timeout, left out")
             return False
 
@@ -390,7 +393,6 @@ class MongoDBPoller(Poller):
         - deferred: seconds since the oldest deferred delivery was queued
           (now - created), i.e. how close it is to bouncing.
         """
-        from pymongo import errors
         coll = self._mongo()[self.queue_db].get_collection(self.queue_collection, read_preference=self._rp)
         res = self.pipeline.resources.zonemta
         ms = self._max_ms
@@ -446,7 +448,6 @@ class MongoDBPoller(Poller):
         policy says. Both walk search_next, whose keys hold sendingZone, queued
         and domain: the grouping reads index keys only (MongoDB covers it); the
         reply lookup fetches at most LAST_ERROR_SAMPLE documents per domain."""
-        from pymongo import errors
         coll = self._mongo()[self.queue_db].get_collection(self.queue_collection, read_preference=self._rp)
         res = self.pipeline.resources.zonemta
         ms, n = self._max_ms, self.settings.max_domains

@@ -16,11 +16,13 @@ import threading
 import time
 from urllib.parse import urlsplit, urlunsplit
 
+from otel_mta.aio import cancel_and_wait
 from otel_mta.pipeline import RateLimitedLog
 from otel_mta.sources.base import CheckResult, Source
 
 log = logging.getLogger("otel_mta.poller")
 CLOSE_TIMEOUT_S = 2.0
+STOP_TIMEOUT_S = 2.0   # for the poll task to end after its cancel (then it is abandoned)
 
 
 class PollError(Exception):
@@ -197,19 +199,19 @@ class Poller(Source):
         self.ready = True
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None and not await cancel_and_wait(task, STOP_TIMEOUT_S):
+            log.warning("%s poll task ignored its cancel for %.0f s; left behind", self.name, STOP_TIMEOUT_S)
+        await self._close()
+        self.ready = False
+
+    async def _close(self) -> None:
         try:
             # a client stuck on a dead server must not hold up the shutdown
-            await asyncio.wait_for(self.close(), CLOSE_TIMEOUT_S)
-        except Exception:  # closing a broken client must not stop the shutdown
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.close()
+        except Exception:  # closing a broken client must not stop the shutdown (TimeoutError included)
             log.debug("closing %s failed", self.name, exc_info=True)
-        self.ready = False
 
     async def _run(self) -> None:
         while True:
@@ -229,10 +231,13 @@ class Poller(Source):
         started = time.monotonic()
         error: tuple[str, str] | None = None
         try:
-            await asyncio.wait_for(self.collect(points), self.timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for turns a cancel that
+            # lands as collect() fails into that failure, and stop() never returns
+            async with asyncio.timeout(self.timeout):
+                await self.collect(points)
         except asyncio.CancelledError:
             raise
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             error = ("timeout", f"no answer within {self.timeout:g}s")
         except Exception as err:  # whatever a client library raises, the loop goes on
             error = describe_error(err)
@@ -279,10 +284,7 @@ class Poller(Source):
         try:
             detail = self.summary() if ok else self.last_error or "failed"
         finally:
-            try:
-                await asyncio.wait_for(self.close(), CLOSE_TIMEOUT_S)
-            except Exception:
-                log.debug("closing %s failed", self.name, exc_info=True)
+            await self._close()
         return CheckResult(self.name, self.endpoint, ok, detail)
 
     def status(self) -> dict:

@@ -10,7 +10,7 @@ import time
 
 from otel_mta.model import MailEvent
 from otel_mta.pipeline import RateLimitedLog
-from otel_mta.sources.base import CheckResult, Source
+from otel_mta.sources.base import CheckResult, Source, cannot_bind
 from otel_mta.sources.msgpack_js import DecodeError, decode
 from otel_mta.sources.udp import UdpListener, bind_udp
 
@@ -105,6 +105,6 @@ class RemoteLogSource(Source):
         try:
             sock = bind_udp(self.host, self.port, 0)
         except OSError as err:
-            return CheckResult(self.name, self.endpoint, False, f"cannot bind: {err.strerror}")
+            return cannot_bind(self.name, self.endpoint, err)
         sock.close()
         return CheckResult(self.name, self.endpoint, True, "port is free; ZoneMTA: log.remote = {protocol: 'udp4', host, port: %d}" % self.port)

@@ -212,14 +212,15 @@ async def test_invalid_events_are_dropped_one_by_one(endpoint):
     assert ep.points("otelmta_receiver_accepted_records", "receiver") == {"events": 3}
 
 
-async def test_a_retried_batch_is_dropped_as_duplicates_and_counted(endpoint):
+async def test_a_retried_batch_is_ignored_as_duplicates_and_counted(endpoint):
     ep = await endpoint()
     assert (await ep.post(body()))[1]["accepted"] == 10
     status, reply, _ = await ep.post(body())
     assert status == 200 and reply == {"accepted": 0, "rejected": 0, "duplicates": 10}
     rx = ep.collect()
     assert len(rx.log_records()) == 2
-    assert ep.points("otelmta_receiver_dropped_records") == {"duplicate_id": 10}
+    assert ep.points("otelmta_receiver_deduplicated_records") == {"duplicate_id": 10}
+    assert ep.points("otelmta_receiver_dropped_records") == {}   # nothing was lost
     assert ep.points("otelmta_receiver_accepted_records", "receiver") == {"events": 10}
 
 
@@ -231,6 +232,8 @@ async def test_a_full_export_queue_pushes_back_with_503(endpoint):
     assert ep.pipeline.logs.pending == 0
     ep.pipeline.congested = lambda: False
     assert (await ep.post(body()))[0] == 200
+    ep.collect()
+    assert ep.points("otelmta_receiver_pushed_back_requests") == {"congested": 1}
 
 
 async def test_a_body_that_does_not_arrive_is_408(endpoint):
@@ -248,6 +251,8 @@ async def test_shutdown_answers_503_then_stops_listening(endpoint):
     port = ep.source.port
     ep.source._stopping = True   # what stop() sets first: requests still arriving get told to retry
     assert (await ep.post(body()))[0] == 503
+    ep.collect()
+    assert ep.points("otelmta_receiver_pushed_back_requests") == {"stopping": 1}
     await ep.source.stop()
     with pytest.raises(aiohttp.ClientConnectionError):
         await ep.post(body())

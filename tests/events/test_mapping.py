@@ -145,7 +145,7 @@ def test_both_channels_on_nothing_is_counted_twice(capture, js_encode):
     assert len(delivery_spans) == len(set(delivery_spans)) == 4
     assert sum(pt.as_int for _, pt in attempts(rx)) == 4
     assert sum(pt.as_int for _, pt in rx.last_points("mta.message.queued")) == 2
-    dups = {a["receiver"]: pt.as_int for a, pt in rx.last_points("otelmta_receiver_dropped_records")
+    dups = {a["receiver"]: pt.as_int for a, pt in rx.last_points("otelmta_receiver_deduplicated_records")
             if a["reason"] == "duplicate"}
     assert dups == {"events": half, "remote_log": len(ENTRIES) - half}
 
@@ -222,6 +222,31 @@ def test_phases_before_the_entry_give_the_attempt_span_the_plugins_timing(captur
     assert attrs(child.attributes)["error.type"] == "ECONNREFUSED"
     assert attempt.start_time_unix_nano <= child.start_time_unix_nano
     assert child.end_time_unix_nano <= attempt.end_time_unix_nano
+
+
+def test_the_attempt_span_names_the_mx_port_only_when_the_plugin_saw_it(capture, js_encode):
+    """ZoneMTA's remote log does not say which port it connected to (25, 587,
+    465 or a relay's own): server.port comes only from the plugin's connect
+    phase, here a submission port, never assumed."""
+    make, rx = capture
+    p = make()
+    on_587 = {**CONNECT, "attributes": {**CONNECT["attributes"], "server.port": 587}}
+    b = batch(log_entry(ENTRIES[0], T0), phases_event(ACCEPTED, [on_587, SMTP]), log_entry(ACCEPTED, T0 + 400))
+    assert Ingest(p).batch(b).accepted == 3
+    collect(p, rx, tick=True)
+    [attempt] = [s for _, s in rx.spans() if s.name == "delivery"]
+    assert attrs(attempt.attributes)["server.port"] == 587
+    assert attrs(attempt.attributes)["server.address"] == "mx1.example.com"
+    # the remote log alone: the MX is known, its port is not
+    before = len(rx.spans())
+    p2 = make()
+    src = RemoteLogSource(p2, load_settings(environ={}).sources.remote_log)
+    for d in js_encode([ENTRIES[0], ACCEPTED]):
+        src.handle_datagram(d)
+    p2.flush()
+    [alone] = [s for _, s in rx.spans()[before:] if s.name == "delivery"]
+    assert "server.port" not in attrs(alone.attributes)
+    assert attrs(alone.attributes)["server.address"] == "mx1.example.com"
 
 
 def test_phases_whose_entry_never_comes_still_join_the_message_trace(capture):

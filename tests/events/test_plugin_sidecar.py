@@ -174,5 +174,5 @@ def test_a_slow_sidecar_whose_answer_times_out_gets_the_batch_again_and_keeps_it
     assert sc.terminate() == 0
     assert len(_by(rx, "ACCEPTED")) == 10000
     assert len([s for _, s in rx.spans() if s.name == "delivery"]) == 10000
-    dropped = {a["reason"]: p.as_int for a, p in rx.last_points("otelmta_receiver_dropped_records")}
-    assert dropped["duplicate_id"] >= 10000
+    dups = {a["reason"]: p.as_int for a, p in rx.last_points("otelmta_receiver_deduplicated_records")}
+    assert dups["duplicate_id"] >= 10000

@@ -58,7 +58,7 @@ def test_zonemta_with_plugin_and_remote_log_to_a_real_sidecar(stack):
         actions = collections.Counter(a["mta.action"] for a, _ in logs)
         spans = [s for _, s in r.spans()]
         contexts = {a["plugin.context"] for a, _ in r.last_points("otelmta_plugin_sent")}
-        dups = sum(p.as_int for a, p in r.last_points("otelmta_receiver_dropped_records")
+        dups = sum(p.as_int for a, p in r.last_points("otelmta_receiver_deduplicated_records")
                    if a["reason"] == "duplicate")
         return (actions["ACCEPTED"] >= 2 and actions["DEFERRED"] >= 1 and actions["REJECTED"] >= 1
                 and actions["QUEUE_BOUNCE"] >= 1 and sum(1 for s in spans if s.name == "smtp") >= 4
@@ -76,7 +76,7 @@ def test_zonemta_with_plugin_and_remote_log_to_a_real_sidecar(stack):
     per_entry = collections.Counter((a["mta.queue_id"], a["mta.action"], a.get("mta.delivery.seq"),
                                      a.get("mta.defer.count")) for a, _ in logs)
     assert max(per_entry.values()) == 1, per_entry
-    dups = {a["receiver"]: p.as_int for a, p in rx.last_points("otelmta_receiver_dropped_records")
+    dups = {a["receiver"]: p.as_int for a, p in rx.last_points("otelmta_receiver_deduplicated_records")
             if a["reason"] == "duplicate"}
     # (UDP arrives at once, the plugin's batch within flushIntervalMs: its copies are the duplicates)
     assert sum(dups.values()) == len(logs) and dups.get("events")

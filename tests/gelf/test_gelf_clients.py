@@ -31,7 +31,7 @@ def _by_body(records):
 # -- npm gelf (ZoneMTA, WildDuck) ----------------------------------------------------
 @pytest.mark.parametrize("connection,chunk", [("lan", 8154), ("wan", 1420)])
 async def test_npm_gelf_small_and_chunked_messages_arrive_once(gelf, connection, chunk):
-    g = await gelf()
+    g = await gelf({"OTEL_MTA_FREE_TEXT_LENGTH_LIMIT": "off"})   # every byte of the big one, to compare
     big = _big(30 * chunk)       # ~30 chunks of deflated data
     messages = [
         {"short_message": "WILDDUCK [AUTHOK] small", "host": "imap-1", "facility": "wildduck",
@@ -57,7 +57,7 @@ async def test_npm_gelf_chunk_header_is_five_bytes_and_still_reassembled(gelf):
     """npm gelf 2.0.1 writes its message id as ONE byte: Graylog's 12-byte
     header reading would see garbage. Many chunked messages in a row (ids
     repeat every 256) must all come through."""
-    g = await gelf()
+    g = await gelf({"OTEL_MTA_FREE_TEXT_LENGTH_LIMIT": "off"})   # every byte, to compare
     messages = [{"short_message": f"m{i}", "full_message": _big(3 * 1420), "host": "h"} for i in range(40)]
     await node_gelf_send(g.port, messages, "wan")
     got = _by_body(await g.records(40))
@@ -96,7 +96,9 @@ async def test_zonemta_error_event_joins_the_message_trace(gelf):
 async def test_wildduck_forward_and_zonemta_delivery_share_a_trace(gelf):
     """WildDuck logs the RFC Message-ID (`_message_id`) and the ZoneMTA queue id
     of the forwarded copy (`_target_queue_id`); ZoneMTA's later entries for
-    that queue id must land in the same trace."""
+    that queue id land in the same trace: WildDuck's maildrop queues the
+    message as it is, so its delivery entries carry the same Message-ID
+    (lib/maildropper.js adds one only when missing)."""
     g = await gelf()
     mid = "<CAF=abc123@mail.Example.COM>"
     forward_qid = "18f2ffff00001"
@@ -110,10 +112,10 @@ async def test_wildduck_forward_and_zonemta_delivery_share_a_trace(gelf):
              "_sender": "alice@sender.example", "_recipient": "bob@example.com", "_message_id": mid}
     await node_gelf_send(g.port, [forward, store])
     await g.records(2)
-    # ZoneMTA delivers the forwarded copy; its remote-log entry only names the queue id
+    # ZoneMTA delivers the forwarded copy (`messageId: delivery.messageId || delivery.id`)
     g.pipeline.mail.handle(MailEvent("ACCEPTED", forward_qid, "001", {
         "id": forward_qid, "seq": "001", "action": "ACCEPTED", "zone": "default", "to": "bob@elsewhere.example",
-        "mx": "mx.elsewhere.example", "response": "250 OK"}, time.time_ns(), "remote_log"))
+        "mx": "mx.elsewhere.example", "response": "250 OK", "messageId": mid}, time.time_ns(), "remote_log"))
     records = await g.records(3)
     traces = {r.trace_id for _, _, r in records}
     assert traces == {ids.trace_id_for(mid, None)}
@@ -171,7 +173,7 @@ def _check_python_records(records, big: str) -> None:
 
 
 async def test_pygelf_udp_chunked_and_tcp(gelf):
-    g = await gelf()
+    g = await gelf({"OTEL_MTA_FREE_TEXT_LENGTH_LIMIT": "off"})   # every byte of the big one, to compare
     recs, big = _records(1300)
     udp = pygelf.GelfUdpHandler(host="127.0.0.1", port=g.port, compress=True, chunk_size=1300,
                                 include_extra_fields=True)
@@ -188,7 +190,7 @@ async def test_pygelf_udp_chunked_and_tcp(gelf):
 
 async def test_pygelf_http(gelf):
     port = __import__("tests.conftest", fromlist=["free_port"]).free_port()
-    g = await gelf({"OTEL_MTA_GELF_HTTP_ENDPOINT": f"127.0.0.1:{port}"})
+    g = await gelf({"OTEL_MTA_GELF_HTTP_ENDPOINT": f"127.0.0.1:{port}", "OTEL_MTA_FREE_TEXT_LENGTH_LIMIT": "off"})
     recs, big = _records(1000)
     # pygelf deflates with zlib and labels it "Content-Encoding: gzip,deflate"
     http = pygelf.GelfHttpHandler(host="127.0.0.1", port=port, compress=True, include_extra_fields=True)
@@ -198,7 +200,7 @@ async def test_pygelf_http(gelf):
 
 
 async def test_graypy_udp_chunked_and_tcp(gelf):
-    g = await gelf()
+    g = await gelf({"OTEL_MTA_FREE_TEXT_LENGTH_LIMIT": "off"})   # every byte of the big one, to compare
     recs, big = _records(1420)
     udp = graypy.GELFUDPHandler("127.0.0.1", g.port, gelf_chunker=graypy.handler.GELFWarningChunker(chunk_size=1420),
                                  facility="billing")

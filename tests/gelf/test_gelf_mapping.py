@@ -85,7 +85,8 @@ async def test_haraka_message_id_is_an_rfc_message_id(gelf):
              "_queue_id": "haraka-q1"})
     [(_, a, rec)] = await g.records(1)
     assert a["mta.message_id"] == "x@y.example" and rec.trace_id == ids.trace_id_for("x@y.example", None)
-    assert g.pipeline.mail.corr.index.get("haraka-q1") == "x@y.example"
+    assert g.pipeline.mail.corr.untrusted_message_id("haraka-q1") == "x@y.example"   # for other GELF records
+    assert g.pipeline.mail.corr.index.get("haraka-q1") is None                         # never for ZoneMTA's
 
 
 WILDDUCK_RCPT = {"short_message": "WILDDUCK [RCPT TO: bob@rcpt.example] sess-9", "host": "api-1",
@@ -105,8 +106,8 @@ async def test_privacy_defaults_keep_nothing_personal(gelf):
     assert rec.body.string_value == "WILDDUCK [RCPT TO: ***@rcpt.example] sess-9"
     assert a["mta.recipient.domain"] == "rcpt.example" and a["mta.sender.domain"] == "sender.example"
     assert a["mta.queue_id"] == "190abc" and a["session.id"] == "sess-9"
-    # the queue id now leads ZoneMTA's entries to this Message-ID
-    assert g.pipeline.mail.corr.index.get("190abc") == "m1@sender.example"
+    # the queue id now leads other GELF records (ZoneMTA's, WildDuck's) to this Message-ID
+    assert g.pipeline.mail.corr.untrusted_message_id("190abc") == "m1@sender.example"
 
 
 async def test_privacy_full_and_hmac(gelf):
@@ -130,6 +131,9 @@ async def test_hosts_beyond_the_limit_stay_out_of_the_resource(gelf):
     recs = await g.records(6)
     assert len({(res["service.name"], res["host.name"]) for res, _, _ in recs}) <= 4
     assert [a.get("gelf.host") for _, a, _ in recs][3:] == ["host-3", "host-4", "host-5"]
+    g.export_metrics()
+    [(_, over)] = g.received.last_points("otelmta_gelf_hosts_over_limit")
+    assert over.as_int == 3
 
 
 # -- the sidecar process -----------------------------------------------------------
@@ -173,7 +177,7 @@ async def test_message_id_is_normalised_once_as_the_remote_log_does(gelf):
     queued = MailEvent("QUEUED", "q-2", None, {"id": "q-2", "action": "QUEUED", "message-id": raw}, 0, "remote_log")
     trace, mid = g.pipeline.mail.corr.resolve(queued)
     assert a["mta.message_id"] == mid == "<m2@sender.example>" and rec.trace_id == trace
-    assert g.pipeline.mail.corr.index.get("fq-2") == mid
+    assert g.pipeline.mail.corr.untrusted_message_id("fq-2") == mid
 
 
 async def test_a_line_number_int_cannot_read_is_kept_as_text(gelf):
@@ -181,3 +185,102 @@ async def test_a_line_number_int_cannot_read_is_kept_as_text(gelf):
     send(g, {"short_message": "x", "host": "h", "line": "\u00b2"}, {"short_message": "y", "host": "h", "_line": "9" * 30})
     assert [a["code.line.number"] for _, a, _ in await g.records(2)] == ["\u00b2", "9" * 30]
     assert g.refused() == {}
+
+
+async def test_huge_free_text_is_cut_to_the_default_and_counted(gelf):
+    """A 200,000-character full_message, stack trace and passed-through field
+    (well within the 1 MiB message limit) keep 4,096 characters each by
+    default; short fields and identifiers are untouched; the cuts are counted."""
+    g = await gelf()
+    big = "é" + "x" * 199_999
+    send(g, {"short_message": "boom", "host": "h", "full_message": big, "_stack": big, "_detail": big,
+             "_error": "short error", "_queue_id": "18c5f3d2a3e0001234"})
+    [(_, a, rec)] = await g.records(1)
+    assert len(a["gelf.full_message"]) == len(a["exception.stacktrace"]) == len(a["gelf.detail"]) == 4096
+    assert a["gelf.full_message"] == big[:4096]
+    assert a["error.message"] == "short error" and a["mta.queue_id"] == "18c5f3d2a3e0001234"
+    assert len(rec.SerializeToString()) < 20_000
+    g.export_metrics()
+    [point] = [p for a, p in g.received.last_points("otelmta_attribute_values_truncated") if a["signal"] == "logs"]
+    assert point.as_int >= 3
+
+
+async def test_otel_attribute_value_length_limits_cut_every_string(gelf):
+    g = await gelf({"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "1000", "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT": "12",
+                    "OTEL_MTA_FREE_TEXT_LENGTH_LIMIT": "off"})
+    send(g, {"short_message": "a body is not an attribute: never cut", "host": "h", "full_message": "y" * 50,
+             "_queue_id": "18c5f3d2a3e0001234", "_n": 12345678901234, "_list": ["a" * 20, "b"]})
+    [(_, a, rec)] = await g.records(1)
+    assert a["gelf.full_message"] == "y" * 12 and a["mta.queue_id"] == "18c5f3d2a3e0"   # the log record limit wins
+    assert a["gelf.n"] == 12345678901234                 # numbers are never cut
+    assert a["gelf.list"] == '["aaaaaaaaaa'             # GELF arrays arrive as JSON text
+    assert rec.body.string_value == "a body is not an attribute: never cut"
+
+
+async def test_code_is_an_error_type_only_on_a_failure(gelf):
+    """`_code` becomes error.type only when the record is a failure; otherwise
+    it is the plain attribute gelf.code, so that a query for errors
+    (error.type present) does not find WildDuck's successful stores."""
+    g = await gelf()
+    send(g,
+         {"short_message": "WILDDUCK [STORE] stored", "host": "h", "_component": "wildduck",
+          "_mail_action": "store", "_code": 250},
+         # WildDuck's filter-handler.js, a forward that was not made (its real fields)
+         {"short_message": "[FRWRDFAIL] Skipped forwarding due to rate limiting", "host": "h",
+          "_component": "wildduck", "_mail_action": "forward", "_error": "Skipped forwarding due to rate limiting",
+          "_code": "ERATELIMIT", "_forwarded": "no"},
+         {"short_message": "MTA [QUEUE_STORE_FAILED] could not store", "host": "h", "_component": "mta",
+          "_code": "E11000"},                                          # ZoneMTA's GELF: failures only
+         {"short_message": "job done", "host": "h", "level": 6, "_code": "OK"},
+         {"short_message": "job failed", "host": "h", "level": 3, "_code": 17})
+    got = [a for _, a, _ in await g.records(5)]
+    assert [(a.get("error.type"), a.get("gelf.code")) for a in got] == [
+        (None, 250), ("ERATELIMIT", None), ("E11000", None), (None, "OK"), ("17", None)]
+
+
+# -- trust: GELF is unauthenticated UDP ------------------------------------------------
+async def test_gelf_cannot_move_zonemta_entries_into_another_trace(gelf, js_encode):
+    """Anyone who can send a UDP datagram can send GELF. A message naming a
+    queue id the remote log established (QUEUED) with another Message-ID, or
+    claiming a queue id first, must not move ZoneMTA's own entries of that
+    queue id (which carry only the queue id) into another trace: GELF only
+    gives hints to other GELF records (docs/trace-ids.md)."""
+    from otel_mta.sources.remote_log import RemoteLogSource
+    g = await gelf()
+    remote = RemoteLogSource(g.pipeline, g.settings.sources.remote_log)
+    qid, mid = "18c5f3d2a3e0001234", "real@mail.example.org"
+    real = ids.trace_id_for(mid, None)
+    forged = ids.trace_id_for("forged@attacker.example", None)
+    for d in js_encode([{"id": qid, "action": "QUEUED", "message-id": f"<{mid}>", "from": "a@x.example",
+                         "to": "b@y.example", "interface": "feeder"}]):
+        remote.handle_datagram(d)
+    hostile = {"short_message": "WILDDUCK [FRWRDOK] x", "host": "h", "_component": "wildduck",
+               "_mail_action": "forward", "_message_id": "<forged@attacker.example>", "_queue_id": qid,
+               "_target_queue_id": "18c5f3d2a3e0009999"}
+    send(g, hostile)
+    # entries that carry only the queue id: a bounce of the known message, a drop of the claimed one
+    for d in js_encode([{"id": qid, "seq": "001", "action": "QUEUE_BOUNCE", "bounceType": "failure",
+                         "queued": "yes", "bounceId": "18c5f3d2a3e0005555"},
+                        {"id": "18c5f3d2a3e0009999", "seq": "001", "action": "DROP", "reason": "suppressed",
+                         "recipient": "c@z.example"}]):
+        remote.handle_datagram(d)
+    recs = await g.records(4)
+    by_action = {a.get("mta.action"): r.trace_id for _, a, r in recs}
+    assert by_action["QUEUED"] == by_action["QUEUE_BOUNCE"] == real
+    assert by_action["DROP"] == ids.trace_id_for(None, "18c5f3d2a3e0009999")   # its own queue id, not forged
+    [gelf_rec] = [r for _, a, r in recs if "mta.action" not in a]
+    assert gelf_rec.trace_id == forged          # the hostile record mislabels only itself
+    assert g.pipeline.mail.corr.index.get(qid) == mid
+    assert g.pipeline.mail.corr.index.get("18c5f3d2a3e0009999") is None
+
+
+async def test_gelf_records_still_join_each_other_through_hints(gelf):
+    """WildDuck names a queue id with its Message-ID; ZoneMTA's GELF error for
+    that queue id (its `_message_id` is the queue id) joins the same trace."""
+    g = await gelf()
+    send(g, {"short_message": "WILDDUCK [FRWRDOK] Scheduled forwarding", "host": "h", "_component": "wildduck",
+             "_mail_action": "forward", "_message_id": "<m9@sender.example>", "_target_queue_id": "18f2ffff00009"},
+         {"short_message": "MTA [QUEUE_FETCH_FAILED] could not fetch", "host": "h", "_component": "mta",
+          "_message_id": "18f2ffff00009"})
+    recs = await g.records(2)
+    assert {r.trace_id for _, _, r in recs} == {ids.trace_id_for("m9@sender.example", None)}

@@ -85,12 +85,14 @@ async def test_real_wildduck_gelf_maps_to_log_records_and_metrics(gelf, wildduck
         == {"establish", "release"}
 
     # forwarding: queued for ZoneMTA, in the message's trace, and the
-    # forwarded copy's queue id learned for ZoneMTA's entries
+    # forwarded copy's queue id noted for other GELF records (never for
+    # ZoneMTA's own entries: GELF is unauthenticated, docs/trace-ids.md)
     (_, fwd, rec), = tags["WILDDUCK [FRWRDOK]"]
     assert rec.trace_id == ids.trace_id_for(MESSAGE_ID, None)
     assert fwd["mta.message_id"] == "Forward-1@remote.example"
     qid = fwd["wildduck.forward.queue_id"]
-    assert g.pipeline.mail.corr.index.get(qid) == "Forward-1@remote.example"
+    assert g.pipeline.mail.corr.untrusted_message_id(qid) == "Forward-1@remote.example"
+    assert g.pipeline.mail.corr.index.get(qid) is None
     assert fwd["wildduck.forward.target.domain"] == "elsewhere.example"
     assert fwd["mta.sender.domain"] == "remote.example" and fwd["wildduck.result"] == "success"
     # the second message is over the account's forwarding limit (forwards=1)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the end-to-end test stack needs, idempotently:
-#   Debian redis-server and tmux, Node (npm package node-linux-<arch>) for ZoneMTA,
-#   WildDuck and Haraka, ZoneMTA, WildDuck and Haraka from their pinned package-locks,
+#   Debian redis-server, tmux and nginx-light (an ingress' body-size limit),
+#   Node (npm package node-linux-<arch>) for ZoneMTA, WildDuck and Haraka,
+#   ZoneMTA, WildDuck and Haraka from their pinned package-locks,
 #   FerretDB built from Go modules,
 #   and the PyPI packages the fixtures import.
 # Builds are cached under <repo>/.cache (git-ignored); a second run only checks.
@@ -32,6 +33,22 @@ if ! command -v redis-server >/dev/null 2>&1; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
 fi
 log "redis: $(redis-server --version | cut -d' ' -f3) ($((SECONDS - t))s)"
+
+# --- nginx (Debian package): the 1 MiB body limit of an ingress, in front of OTLP/HTTP ---
+t=$SECONDS
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    log "installing nginx-light from Debian"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    # policy-rc.d 101: the package must not start a system nginx on port 80
+    own_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        as_root sh -c 'printf "#!/bin/sh\nexit 101\n" >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
+        own_policy=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light >/dev/null
+    if [ "$own_policy" = 1 ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
+fi
+log "nginx: $( (nginx -v 2>&1 || /usr/sbin/nginx -v 2>&1) | cut -d/ -f2) ($((SECONDS - t))s)"
 
 # --- tmux (Debian package): a real terminal for `otel-mta top` (tests/test_top.py) ---
 if ! command -v tmux >/dev/null 2>&1; then

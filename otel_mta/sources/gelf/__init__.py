@@ -8,7 +8,9 @@ and any Graylog client send, as OpenTelemetry log records (docs/gelf.md).
     mapping.py  dict -> LogLine: severity, attributes, producer, trace id
 
 Every refusal is counted in otelmta_receiver_refused_records{receiver="gelf",
-reason}; chunk sets that never complete in otelmta_receiver_dropped_records.
+reason}; chunk sets that never complete in otelmta_receiver_dropped_records;
+chunks sent twice in otelmta_receiver_deduplicated_records; HTTP requests
+answered 503 in otelmta_receiver_pushed_back_requests.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import logging
 import time
 
 from otel_mta.pipeline import RateLimitedLog
-from otel_mta.sources.base import CheckResult, Source
+from otel_mta.sources.base import CheckResult, Source, cannot_bind
 from otel_mta.sources.gelf.chunks import Reassembler
 from otel_mta.sources.gelf.decode import GelfError, decode, parse_json
 from otel_mta.sources.gelf.http import HttpListener
@@ -40,8 +42,7 @@ class GelfSource(Source):
         self.max_size = s.max_message_size
         self._say = RateLimitedLog(log)
         self.mapper = GelfMapper(pipeline, s)
-        self.chunks = Reassembler(s.chunk_timeout, s.max_chunk_sets, s.max_chunk_bytes,
-                                  on_drop=lambda reason, n=1: pipeline.dropped(NAME, "udp", reason, n))
+        self.chunks = Reassembler(s.chunk_timeout, s.max_chunk_sets, s.max_chunk_bytes, on_drop=self._chunk_dropped)
         self.udp = UdpListener(self.host, self.port, s.receive_buffer, self.handle_datagram, self._say, "GELF UDP",
                                queue_size=s.queue_size)
         self.tcp = None
@@ -51,6 +52,8 @@ class GelfSource(Source):
         self._counts = {"udp": 0, "tcp": 0, "http": 0}   # accepted, added to the metric before export
         pipeline.metrics.before_collect(self._count_drops)
         pipeline.metrics.before_collect(self.flush_counts)
+        hosts = pipeline.metrics.counter("otelmta_gelf_hosts_over_limit")
+        pipeline.metrics.before_collect(lambda: hosts.observe(self.mapper.hosts_overflowed, pipeline.resources.own))
 
     @property
     def endpoint(self) -> str:
@@ -80,7 +83,8 @@ class GelfSource(Source):
         try:
             if s.http_endpoint:
                 self.http = HttpListener(s.http_endpoint[0], s.http_endpoint[1], self.handle_http, self.max_size,
-                                         congested=self._congested)
+                                         congested=self._congested,
+                                         pushed_back=lambda: self.pipeline.pushed_back(NAME, "http", "congested"))
                 await self.http.start()
         except OSError:
             self.udp.stop()
@@ -116,11 +120,11 @@ class GelfSource(Source):
         try:
             sock = bind_udp(self.host, self.port, 0)
         except OSError as err:
-            return CheckResult(self.name, self.endpoint, False, f"cannot bind UDP: {err.strerror}")
+            return cannot_bind(self.name, self.endpoint, err, " UDP")
         try:
             bind_tcp(self.host, sock.getsockname()[1]).close()
         except OSError as err:
-            return CheckResult(self.name, self.endpoint, False, f"cannot bind TCP: {err.strerror}")
+            return cannot_bind(self.name, self.endpoint, err, " TCP")
         finally:
             sock.close()
         return CheckResult(self.name, self.endpoint, True,
@@ -208,6 +212,12 @@ class GelfSource(Source):
 
     def _refuse_tcp(self, reason: str) -> None:
         self.pipeline.refused(NAME, "tcp", reason)
+
+    def _chunk_dropped(self, reason: str, n: int = 1) -> None:
+        if reason == "duplicate_chunk":   # that chunk is here already: nothing lost
+            self.pipeline.deduplicated(NAME, "udp", reason, n)
+        else:
+            self.pipeline.dropped(NAME, "udp", reason, n)
 
     def _count_drops(self) -> None:
         for reason, n in self.udp.new_drops():

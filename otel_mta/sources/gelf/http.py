@@ -9,11 +9,13 @@ from aiohttp import web
 
 
 class HttpListener:
-    def __init__(self, host: str, port: int, handle_http, max_size: int, congested=lambda: False):
+    def __init__(self, host: str, port: int, handle_http, max_size: int, congested=lambda: False,
+                 pushed_back=lambda: None):
         self.host, self.port = host, port
         self.handle_http = handle_http   # (body, peer) -> reason or None
         self.max_size = max_size
         self.congested = congested       # () -> bool: the export queue has no room left
+        self.pushed_back = pushed_back   # () -> None: counts a 503
         self._runner = None
 
     async def start(self) -> None:
@@ -34,6 +36,7 @@ class HttpListener:
 
     async def _post(self, request: web.Request) -> web.Response:
         if self.congested():
+            self.pushed_back()   # GELF HTTP clients rarely retry: likely a lost message, so counted
             return web.Response(status=503, headers={"Retry-After": "2"}, text="export queue full, retry later\n")
         try:
             body = await request.read()

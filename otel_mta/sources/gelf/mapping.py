@@ -11,8 +11,11 @@
   resource's service.name and decides what `_message_id` means: in ZoneMTA it
   is the queue id, elsewhere the RFC 5322 Message-ID.
 - Trace id: the Message-ID's, else the Message-ID the correlator learned for
-  the queue id, else the queue id's — the derivation ZoneMTA's own telemetry
-  uses (docs/trace-ids.md), so a WildDuck log joins ZoneMTA's trace.
+  the queue id (from the remote log or the plugin, else from other GELF
+  messages), else the queue id's — the derivation ZoneMTA's own telemetry
+  uses (docs/trace-ids.md), so a WildDuck log joins ZoneMTA's trace. What a
+  GELF message says about a queue id is only a hint for other GELF records:
+  GELF is unauthenticated, so it never moves ZoneMTA's own entries.
 - Personal fields follow privacy.* and their values are masked wherever they
   are echoed in the body or in other text; e-mail addresses in any text are
   reduced to ***@domain unless recipients are `full`.
@@ -60,7 +63,7 @@ _TAG = re.compile(r"^\S+ \[([^\]]{1,40})\]")
 _HARAKA_LINE = re.compile(r"^\[[A-Z]+\] \[[0-9A-F-]{36}(?:\.\d+)?\] ")
 
 # how each GELF field is handled (not listed: `_foo` -> gelf.foo)
-SKIP, RENAME, TEXT, USER, CLIENT, SENDER, RECIPIENT, SUBJECT, MSGID, QID, TARGET_QID, CODE_LINE = range(12)
+SKIP, RENAME, TEXT, USER, CLIENT, SENDER, RECIPIENT, SUBJECT, MSGID, QID, TARGET_QID, CODE_LINE, CODE = range(13)
 FIELDS = {
     "version": (SKIP, None), "host": (SKIP, None), "short_message": (SKIP, None),
     "timestamp": (SKIP, None), "level": (SKIP, None), "_id": (SKIP, None),
@@ -72,7 +75,7 @@ FIELDS = {
     "_sess": (RENAME, "session.id"), "_session_id": (RENAME, "session.id"),
     "_error": (TEXT, "error.message"), "_failure_msg": (TEXT, "error.message"),
     "_stack": (TEXT, "exception.stacktrace"),
-    "_code": (RENAME, "error.type"),
+    "_code": (CODE, "error.type"),     # error.type for a failure, else gelf.code (see map())
     "_mail_action": (RENAME, "wildduck.action"),
     "_delivery_seq": (RENAME, "mta.delivery.seq"),
     "_queue_id": (QID, "mta.queue_id"), "_delivery_id": (QID, "mta.queue_id"),
@@ -96,7 +99,7 @@ FIELDS = {
 WILDDUCK_ECHO = ("_req_", "_res_")
 # attribute keys whose values repeat: their encoded form is cached
 CACHED = frozenset({"gelf.facility", "gelf.component", "wildduck.action", "wildduck.result", "zonemta.code",
-                    "error.type", "code.file.path", "gelf.logger"})
+                    "error.type", "gelf.code", "code.file.path", "gelf.logger"})
 PASSTHROUGH = "gelf."
 _MAX_KEY = 256
 
@@ -227,7 +230,7 @@ class GelfMapper:
             service, host = key
             res = self._resources[key]
         personal: list = []              # raw personal values to mask in text
-        qid = mid = target_qid = None
+        qid = mid = target_qid = gelf_code = None
         names = self._names
         for key, value in msg.items():
             rule = FIELDS.get(key)
@@ -275,6 +278,10 @@ class GelfMapper:
             elif how == TARGET_QID:
                 if type(value) is str:
                     target_qid = attrs[name] = value
+            elif how == CODE:
+                if type(value) in (dict, list):
+                    value = orjson.dumps(value).decode() if depth_ok(value, self.max_depth) else None
+                gelf_code = red.text(value) if type(value) is str else value
             elif how == CODE_LINE:
                 # isdecimal, not isdigit: int() refuses "²"; 18 digits stay within int64
                 if type(value) is str and value.isdecimal() and len(value) <= 18:
@@ -307,6 +314,20 @@ class GelfMapper:
             if action is not None:
                 attrs["wildduck.result"] = result
                 self.m_actions.add(1, res, (self.top_action(str(action)), result))
+        # `_code` says what kind of error only on a failure: WildDuck logs `250`
+        # on every successful store, which as error.type would make every
+        # query for errors find successes
+        if gelf_code is not None:
+            if kind == WILDDUCK:
+                failed = result == "failure" or (level is not None and level <= 3)
+            elif level is not None:
+                failed = level <= 3             # Error, Critical, Alert, Emergency
+            else:   # ZoneMTA's GELF carries only failures; others say so with _error / _exception
+                failed = kind == ZONEMTA or "_error" in msg or "_exception" in msg
+            if failed:
+                attrs["error.type"] = gelf_code if type(gelf_code) is str else str(gelf_code)
+            else:
+                attrs["gelf.code"] = gelf_code
         # severity
         if level is not None:
             sev, sev_text = SYSLOG_SEVERITY[level], SYSLOG_TEXT[level]
@@ -319,17 +340,18 @@ class GelfMapper:
         # correlation: the shared trace-id derivation
         trace_id = span_id = None
         if mid is None and qid is not None:
-            mid = self.corr.index.get(qid)
+            mid = self.corr.untrusted_message_id(qid)
             if mid is not None:
                 attrs["mta.message_id"] = mid
         if mid is not None:
-            # `mid` is normalised already: into the index as it is (corr.learn
-            # would normalise it again)
+            # `mid` is normalised already: into the hints as it is
             trace_id = self.corr.trace_for_key("mid:" + mid)
+            # unauthenticated: a hint for other GELF records, never the trusted
+            # index that places ZoneMTA's own entries (docs/trace-ids.md)
             if qid is not None:
-                self.corr.index.put(qid, mid)
+                self.corr.hint(qid, mid)
             if target_qid is not None:
-                self.corr.index.put(target_qid, mid)
+                self.corr.hint(target_qid, mid)
         elif qid is not None:
             key = ids.trace_key(None, qid)
             if key is not None:
