@@ -54,10 +54,9 @@ BOARD = Board(
                   "timeseries", unit="cps", w=8,
                   prometheus=Side([PromQL(_rate("otelmta_receiver_dropped_records_total",
                                                 "instance, receiver, reason"),
-                                          "{{instance}} {{receiver}} {{reason}}")], needs_failure=True),
+                                          "{{instance}} {{receiver}} {{reason}}")]),
                   clickhouse=Side([_ch_rate("otelmta_receiver_dropped_records",
-                                            {"receiver": "a['receiver']", "reason": "a['reason']"})],
-                                  needs_failure=True)),
+                                            {"receiver": "a['receiver']", "reason": "a['reason']"})])),
         ]),
         Row("Exporting", [
             Chart("Exported per second",
