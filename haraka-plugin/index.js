@@ -103,6 +103,8 @@ function setup(plugin) {
 
     if (cfg.outbound) {
         const outbound = new Outbound({ push, maxRecipients: cfg.maxRecipients });
+        // the inbound transaction entered Haraka's outbound queue (marks its haraka.transaction event)
+        hook('pre_send_trans_email', c => session.outboundQueued(c));
         hook('send_email', (h, p, now) => outbound.start(h, now));
         hook('delivered', (h, p, now) => outbound.delivered(h, p, now));
         hook('deferred', (h, p, now) => outbound.deferred(h, p, now));

@@ -169,12 +169,11 @@ class App:
         ready = all(s["ready"] for s in sources.values())
         return ready, {"sources": sources, "exporter": exporter}
 
-    def trace_id_for_queue_id(self, queue_id: str) -> bytes | None:
-        """The trace id of a queue id whose Message-ID the correlation index
-        knows (learned from its QUEUED entry), else None."""
-        corr = self.pipeline.correlator
-        mid = corr.index.get(queue_id)
-        return None if mid is None else corr.trace_for_key("mid:" + mid)
+    def trace_id_for_queue_id(self, queue_id: str) -> tuple[bytes, bool] | None:
+        """(trace id, whether it comes from the message's Message-ID) of a
+        ZoneMTA queue id or Haraka transaction uuid the correlation index knows
+        (learned from its QUEUED entry or Haraka's transaction), else None."""
+        return self.pipeline.correlator.lookup(queue_id)
 
     def _announce(self) -> None:
         parts = [f"{s.name} on {s.endpoint}" for s in self.sources] or ["no sources enabled"]

@@ -31,23 +31,27 @@ def _parser() -> argparse.ArgumentParser:
     top.add_argument("--json", action="store_true", help="print the status as JSON and exit")
     top.add_argument("--top", type=int, choices=range(1, 51), default=None, metavar="N",
                      help="rows per table, 1-50 (default: 10, or what fits the screen)")
-    text = "print the trace id of a message, from its Message-ID or its ZoneMTA queue id"
+    text = "print the trace id of a message, from its Message-ID, its ZoneMTA queue id or its Haraka transaction uuid"
     tp = sub.add_parser(
-        "trace-id", help=text, description=text + ". A queue id is resolved by the running sidecar, which "
-        "knows the Message-IDs of the messages it saw queued (docs/trace-ids.md).",
+        "trace-id", help=text, description=text + ". A queue id or transaction uuid is resolved by the running "
+        "sidecar, which knows the Message-IDs of the messages it saw queued or received (docs/trace-ids.md).",
         epilog="examples:\n  otel-mta trace-id '<20240101.1234@mail.example.org>'\n"
                "  otel-mta trace-id 18c5f3d2a3e0001234 --endpoint otel-mta.mail:9478\n"
+               "  otel-mta trace-id 5B6F1C2A-0E55-4E0C-9D0C-3C9C4B2A1F00.1 --endpoint haraka-0.mail:9478\n"
                "  otel-mta trace-id 18c5f3d2a3e0001234 --url-template 'http://jaeger:16686/trace/{trace_id}'",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    tp.add_argument("id", help="a Message-ID (with or without <>) or a ZoneMTA queue id (18c5f3d2a3e0001234, "
-                               "or 18c5f3d2a3e0001234.002 from a log line)")
+    tp.add_argument("id", help="a Message-ID (with or without <>), a ZoneMTA queue id (18c5f3d2a3e0001234, "
+                               "or 18c5f3d2a3e0001234.002 from a log line) or a Haraka transaction uuid "
+                               "(5B6F1C2A-0E55-4E0C-9D0C-3C9C4B2A1F00.1, as Haraka's log lines show it)")
     kind = tp.add_mutually_exclusive_group()
     kind.add_argument("--message-id", dest="kind", action="store_const", const="message-id",
-                      help="take ID as a Message-ID (default: guessed: an @ or <> makes a Message-ID, hex a queue id)")
+                      help="take ID as a Message-ID (default: guessed: an @ or <> makes a Message-ID, hex a queue "
+                           "id, a uuid a Haraka transaction)")
     kind.add_argument("--queue-id", dest="kind", action="store_const", const="queue-id",
-                      help="take ID as a ZoneMTA queue id")
+                      help="take ID as a ZoneMTA queue id or a Haraka transaction uuid")
     tp.add_argument("--endpoint", metavar="HOST:PORT",
-                    help="the sidecar's health endpoint, for queue ids (default: $OTEL_MTA_HEALTH_ENDPOINT, "
+                    help="the sidecar's health endpoint, for queue ids and transaction uuids (default: "
+                         "$OTEL_MTA_HEALTH_ENDPOINT, "
                          "else 127.0.0.1:9478)")
     tp.add_argument("--url-template", metavar="URL",
                     help="also print this URL with {trace_id} replaced: a link into Grafana Explore, Tempo or "

@@ -2,9 +2,11 @@
 
 Trace ids come from the message's Message-ID, else its queue id (ids.py). Many
 ZoneMTA entries carry only the queue id, so QUEUED entries (and the plugin's
-message.headers events) teach a bounded queue-id -> Message-ID index.
+message.headers events) teach a bounded queue-id -> Message-ID index; Haraka's
+transactions teach it their transaction uuids too, so that `otel-mta trace-id`
+(lookup()) finds a message from the id an MTA's own logs show.
 
-Trust (docs/trace-ids.md): only the remote log and the plugin's events write
+Trust (docs/trace-ids.md): only the remote log and the plugins' events write
 that index. GELF is unauthenticated UDP, so what a GELF message says about a
 queue id goes into a separate table of hints that only GELF records read: a
 GELF sender can mislabel its own records, never move ZoneMTA's deliveries
@@ -106,7 +108,9 @@ class Correlator:
     is state. Callers pass only str to the memos (lists are not hashable)."""
 
     def __init__(self, index_size: int = 100_000):
-        self.index = GenerationalMap(index_size)  # queue id -> normalised Message-ID (trusted sources)
+        # queue id (or Haraka transaction uuid) -> normalised Message-ID, or "" when
+        # the message has none (it is traced by that id); trusted sources only
+        self.index = GenerationalMap(index_size)
         self.hints = GenerationalMap(index_size)  # the same, as GELF messages claim it (read by GELF only)
         self._known = functools.lru_cache(maxsize=4096)(_message_trace)
         self._normalize = functools.lru_cache(maxsize=4096)(ids.normalize_message_id)
@@ -117,11 +121,11 @@ class Correlator:
         return self._normalize(raw) if type(raw) is str else None
 
     def learn(self, queue_id: str | None, message_id: str | None) -> None:
-        if type(message_id) is not str:
-            return
-        mid = self._known(message_id)[1]  # resolve() of this message's entries finds it there next
-        if queue_id and mid:
-            self.index.put(queue_id, mid)
+        """The message `queue_id` has this Message-ID (raw; None or "<>": it has none)."""
+        # _known: resolve() of this message's entries finds it there next
+        mid = self._known(message_id)[1] if type(message_id) is str else None
+        if queue_id:
+            self.index.put(queue_id, mid or "")
 
     def hint(self, queue_id: str, mid: str) -> None:
         """A GELF message said `queue_id` belongs to the (normalised) `mid`:
@@ -133,7 +137,9 @@ class Correlator:
         """The Message-ID of a queue id for a GELF record: what the trusted
         sources established, else what GELF messages claimed."""
         mid = self.index.get(queue_id)
-        return mid if mid is not None else self.hints.get(queue_id)
+        if mid is not None:
+            return mid or None    # "": a trusted source saw it without a Message-ID
+        return self.hints.get(queue_id)
 
     def message_id(self, event: MailEvent) -> str | None:
         """The normalised Message-ID of the event's message, if known."""
@@ -150,7 +156,7 @@ class Correlator:
                 mid = self.normalize(value)
                 if mid:
                     return mid
-        return self.index.get(event.queue_id)
+        return self.index.get(event.queue_id) or None
 
     def resolve(self, event: MailEvent) -> tuple[bytes | None, str | None]:
         """(trace id, normalised Message-ID or None when traced by queue id).
@@ -170,7 +176,7 @@ class Correlator:
             if known[1] is not None:
                 return known
         mid = self.index.get(event.queue_id)
-        if mid is not None:
+        if mid:     # "": known to have no Message-ID
             return self._trace_for_key("mid:" + mid), mid
         qid = event.queue_id.strip(ids.WS)
         if not qid:
@@ -186,6 +192,16 @@ class Correlator:
 
     def trace_id(self, event: MailEvent) -> bytes | None:
         return self.resolve(event)[0]
+
+    def lookup(self, queue_id: str) -> tuple[bytes, bool] | None:
+        """(trace id, whether it comes from a Message-ID) of a message the index
+        knows by its ZoneMTA queue id or Haraka transaction uuid, else None."""
+        mid = self.index.get(queue_id)
+        if mid is None:
+            return None
+        if mid:
+            return self._trace_for_key("mid:" + mid), True
+        return self._trace_for_key("qid:" + queue_id.strip(ids.WS)), False
 
 
 class HashWindow:

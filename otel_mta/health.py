@@ -1,7 +1,8 @@
 """HTTP health endpoints for Kubernetes probes: /healthz (the process serves)
 and /readyz (every enabled listener is bound and the exporter is configured);
 beside them /status, the live view `otel-mta top` reads (otel_mta/status.py), and /lookup,
-the read-only queue-id -> trace-id lookup behind `otel-mta trace-id` (otel_mta/lookup.py)."""
+the read-only queue-id (or Haraka transaction uuid) -> trace-id lookup behind
+`otel-mta trace-id` (otel_mta/lookup.py)."""
 from __future__ import annotations
 
 from aiohttp import web
@@ -46,17 +47,22 @@ class HealthServer:
         return web.json_response({"ready": ready, **detail}, status=200 if ready else 503)
 
     async def _lookup(self, request) -> web.Response:
-        """GET /lookup?queue_id=ID: the trace id of a queue id the sidecar's
-        queue-id -> Message-ID index knows (404 when it does not). Answers with
-        the trace id only, never the Message-ID or any other message data."""
+        """GET /lookup?queue_id=ID: the trace id of a ZoneMTA queue id or a
+        Haraka transaction uuid the sidecar's correlation index knows (404
+        when it does not), and whether it comes from the message's Message-ID
+        ("traced_by": "message_id") or from that id, the message having none
+        ("id"). Answers with the trace id only, never the Message-ID or any
+        other message data."""
         queue_id = request.query.get("queue_id", "").strip()
         if not queue_id or len(queue_id) > MAX_QUEUE_ID:
             return web.json_response(
                 {"error": f"give one queue id of 1 to {MAX_QUEUE_ID} characters: /lookup?queue_id=ID"}, status=400)
-        trace_id = self._app.trace_id_for_queue_id(queue_id)
-        if trace_id is None:
+        found = self._app.trace_id_for_queue_id(queue_id)
+        if found is None:
             return web.json_response({"queue_id": queue_id, "known": False}, status=404)
-        return web.json_response({"queue_id": queue_id, "known": True, "trace_id": trace_id.hex()})
+        trace_id, by_message_id = found
+        return web.json_response({"queue_id": queue_id, "known": True, "trace_id": trace_id.hex(),
+                                  "traced_by": "message_id" if by_message_id else "id"})
 
 
-MAX_QUEUE_ID = 256   # ZoneMTA's are 18 hex digits; anything much longer is not one
+MAX_QUEUE_ID = 256   # ZoneMTA's are 18 hex digits, Haraka's 38 characters; anything much longer is not one

@@ -93,6 +93,16 @@ def inbound_span_id(transaction_id: str) -> bytes:
     return _digest("inbound:" + transaction_id.strip(WS), 8)
 
 
+def relay_attempt_span_id(entry_id: str, end_ms: int, action: str, defcount: int = 0) -> bytes:
+    """One delivery attempt of Haraka's outbound queue (`<transaction uuid>.K`,
+    one entry per destination domain). Unlike ZoneMTA's, one entry can end
+    several attempts the same way: the recipients Haraka splits off after a
+    partial failure keep the entry's uuid (and their deferral count starts
+    again), so the attempt's end (ms) is part of the key. Made by the sidecar
+    only."""
+    return _digest(f"relay:{entry_id.strip(WS)}:{int(end_ms)}:{action}:{int(defcount)}", 8)
+
+
 def phase_span_id(attempt: bytes, phase: str) -> bytes:
     """A child of an attempt span (connect, tls, smtp) reported by the plugin."""
     return _digest(f"phase:{attempt.hex()}:{phase}", 8)

@@ -1,10 +1,12 @@
-"""`otel-mta trace-id`: the trace id of one message, from its Message-ID or its
-ZoneMTA queue id, and optionally a link into Grafana, Tempo or Jaeger.
+"""`otel-mta trace-id`: the trace id of one message, from its Message-ID, its
+ZoneMTA queue id or its Haraka transaction uuid, and optionally a link into
+Grafana, Tempo or Jaeger.
 
 A Message-ID gives the trace id directly (ids.py, docs/trace-ids.md). A queue
 id does not: the trace is keyed by the message's Message-ID, which only the
 running sidecar knows (its queue-id -> Message-ID index, learned from QUEUED
-entries), so a queue id is looked up at the sidecar's health endpoint
+entries and from the Haraka plugin's transactions), so a queue id or
+transaction uuid is looked up at the sidecar's health endpoint
 (GET /lookup?queue_id=..., otel_mta/health.py).
 """
 from __future__ import annotations
@@ -24,6 +26,10 @@ PLACEHOLDER = "{trace_id}"
 # ZoneMTA's queue ids are 18 hex digits (e.g. 18c5f3d2a3e0001234); its logs
 # add the recipient's delivery sequence (18c5f3d2a3e0001234.002).
 QUEUE_ID = re.compile(r"([0-9a-fA-F]{12,32})(?:\.[0-9a-fA-F]{1,6})?")
+# Haraka's: the connection's uuid (uppercase), its transactions <uuid>.N, and
+# the entries of its outbound queue <uuid>.N.K (one per destination domain)
+HARAKA_ID = re.compile(r"([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
+                       r"(?:\.(\d{1,9})(?:\.\d{1,9})?)?")
 
 
 class LookupFailed(Exception):
@@ -38,13 +44,14 @@ class Answer:
 
 def kind_of(value: str, forced: str | None = None) -> str:
     """"message-id" or "queue-id": what the user gave. A Message-ID has an @
-    or angle brackets; a queue id is hex (with its .seq from a log line)."""
+    or angle brackets; a queue id is hex (with its .seq from a log line) or a
+    Haraka uuid."""
     if forced:
         return forced
     text = value.strip(ids.WS)
     if "@" in text or text.startswith("<"):
         return "message-id"
-    return "queue-id" if QUEUE_ID.fullmatch(text) else "message-id"
+    return "queue-id" if QUEUE_ID.fullmatch(text) or HARAKA_ID.fullmatch(text) else "message-id"
 
 
 def from_message_id(message_id: str) -> Answer:
@@ -74,22 +81,42 @@ def base_url(endpoint: str | None) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+def _message_of(value: str) -> tuple[str, str]:
+    """(the id the sidecar knows the message by, what it is) of a queue id as
+    the user gave it: a ZoneMTA queue id without its .seq; a Haraka
+    transaction uuid, uppercase as Haraka makes it, without the .K its
+    outbound queue adds per domain."""
+    text = value.strip(ids.WS)
+    m = HARAKA_ID.fullmatch(text)
+    if m:
+        if m.group(2) is None:
+            raise LookupFailed(
+                f"{text} is a Haraka connection uuid, and a connection can carry several messages: give the "
+                f"transaction's uuid, {m.group(1).upper()}.N (N = 1 for the first message of the connection), "
+                f"as Haraka's log lines about the message show it.")
+        return f"{m.group(1).upper()}.{m.group(2)}", "Haraka transaction"
+    m = QUEUE_ID.fullmatch(text)
+    return (m.group(1) if m else text), "queue id"
+
+
 def from_queue_id(queue_id: str, endpoint: str | None, timeout: float = 5.0) -> Answer:
-    m = QUEUE_ID.fullmatch(queue_id.strip(ids.WS))
-    qid = m.group(1) if m else queue_id.strip(ids.WS)
+    qid, what = _message_of(queue_id)
+    haraka = what == "Haraka transaction"
     base = base_url(endpoint)
     url = f"{base}/lookup?{urllib.parse.urlencode({'queue_id': qid})}"
     # Without its Message-ID a message is traced by its queue id (docs/trace-ids.md)
     fallback = ids.trace_id_for(None, qid)
-    hint = (f"If the message had no Message-ID, its trace id is {fallback.hex()} (traced by its queue id); "
-            f"otherwise find its Message-ID in the logs (mta.queue_id={qid}) and give that instead.")
+    attr = "haraka.transaction.id" if haraka else "mta.queue_id"
+    hint = (f"If the message had no Message-ID, its trace id is {fallback.hex()} (traced by its {what}); "
+            f"otherwise find its Message-ID in the logs ({attr}={qid}) and give that instead.")
+    learns = ("the Haraka plugin's transaction events" if haraka else "ZoneMTA's QUEUED entries")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             body = json.loads(resp.read())
     except urllib.error.HTTPError as err:
         if err.code == 404 and _json(err).get("known") is False:
-            raise LookupFailed(f"the sidecar at {base} does not know queue id {qid}: it learns queue ids from "
-                              f"ZoneMTA's QUEUED entries and keeps the newest (correlation.index_size), and it "
+            raise LookupFailed(f"the sidecar at {base} does not know {what} {qid}: it learns them from "
+                              f"{learns} and keeps the newest (correlation.index_size), and it "
                               f"forgets them when it restarts.\n{hint}") from None
         if err.code == 404:
             raise LookupFailed(f"{base} has no /lookup route: is it an otel-mta sidecar of this version?") from None
@@ -98,13 +125,16 @@ def from_queue_id(queue_id: str, endpoint: str | None, timeout: float = 5.0) -> 
     except (urllib.error.URLError, OSError, ValueError) as err:
         why = getattr(err, "reason", err)
         why = why.strerror.lower() if isinstance(why, OSError) and why.strerror else why
-        raise LookupFailed(f"cannot reach the sidecar at {base} ({why}): a queue id is resolved by the running "
+        raise LookupFailed(f"cannot reach the sidecar at {base} ({why}): a {what} is resolved by the running "
                           f"sidecar; point --endpoint or OTEL_MTA_HEALTH_ENDPOINT at its health endpoint "
                           f"(HOST:PORT, default {DEFAULT_ENDPOINT}).\n{hint}") from None
     trace = body.get("trace_id") if isinstance(body, dict) else None
     if not isinstance(trace, str) or not re.fullmatch(r"[0-9a-f]{32}", trace):
         raise LookupFailed(f"the sidecar at {base} gave an answer without a trace id: {str(body)[:200]}")
-    return Answer(trace, f"queue id {qid}: its Message-ID is known to the sidecar at {base}")
+    if body.get("traced_by") == "id":
+        return Answer(trace, f"{what} {qid}: it has no Message-ID, so it is traced by its {what} "
+                             f"(known to the sidecar at {base})")
+    return Answer(trace, f"{what} {qid}: its Message-ID is known to the sidecar at {base}")
 
 
 def link(template: str, trace_id: str) -> str:

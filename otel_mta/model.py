@@ -127,6 +127,7 @@ class InboundTransaction:
     size: int | None = None
     data_start_ns: int | None = None
     data_end_ns: int | None = None
+    outbound_queue: bool = False     # accepted into the MTA's own outbound queue: it delivers the message itself
 
 
 @dataclass(slots=True)

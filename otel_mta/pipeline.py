@@ -4,7 +4,8 @@ and the self-telemetry counters, wired to one exporter.
 The mappings (signals/mail.py for ZoneMTA, signals/inbound.py for Haraka) have
 the same small interface (signals/mapping.py): handle(event) and tick(now_ns,
 flush_all). They share the correlator (which trace a message is in), the
-batchers, the metric store and the redactor, all made here."""
+batchers, the metric store, the redactor and the table of messages waiting
+for their final outcome (signals/final.py), all made here."""
 from __future__ import annotations
 
 import logging
@@ -19,6 +20,7 @@ from otel_mta.resources import Resources
 from otel_mta.signals import logs as L
 from otel_mta.signals import wire
 from otel_mta.signals.batch import Batcher
+from otel_mta.signals.final import QueuedMessages
 from otel_mta.signals.inbound import InboundSignals
 from otel_mta.signals.mail import MailSignals
 from otel_mta.signals.mapping import Mapping
@@ -63,11 +65,14 @@ class Pipeline:
         p = s.privacy
         self.redactor = Redactor(recipient=p.recipient, sender=p.sender, subject=p.subject, user=p.user,
                                  client=p.client, hmac_key=p.hmac_key.encode() if p.hmac_key else None)
+        # messages waiting for their last recipient's outcome (ZoneMTA's deferred, Haraka's relayed):
+        # one bounded table for both mappings (signals/final.py)
+        self.queued_messages = QueuedMessages(s.correlation.max_queued_messages)
+        self.queued_messages.observe(self.metrics, self.resources.own)
         self.tracker = MessageTracker(self.spans, self.resources.zonemta,
                                       capacity=s.correlation.max_open_roots,
                                       max_hold_s=s.correlation.root_hold, metrics=self.metrics,
-                                      own_resource=self.resources.own,
-                                      queued_capacity=s.correlation.max_queued_messages)
+                                      own_resource=self.resources.own, queued=self.queued_messages)
         self.correlator = Correlator(s.correlation.index_size)
         self.mail = MailSignals(resources=self.resources, logs=self.logs, spans=self.spans,
                                 metrics=self.metrics, redactor=self.redactor,
@@ -76,7 +81,8 @@ class Pipeline:
                                 hold_s=s.correlation.hold)
         self.inbound = InboundSignals(resources=self.resources, logs=self.logs, spans=self.spans,
                                       metrics=self.metrics, redactor=self.redactor, correlator=self.correlator,
-                                      top_n=s.metrics.top_n, hold_s=s.correlation.hold)
+                                      top_n=s.metrics.top_n, hold_s=s.correlation.hold,
+                                      queued=self.queued_messages)
         self.mappings: tuple[Mapping, ...] = (self.mail, self.inbound)
         own = self.resources.own
         self._own = own

@@ -79,7 +79,7 @@ def test_spool_segments_torn_by_a_crash_are_counted(tmp_path):
         rec = L.encode_log(1, 1, L.INFO, f"r{n}", b"")
         spool.append("logs", wire.request([(b"", wire.scope("s", "1"), [rec])]), 1)
     spool.close()
-    seg = next((data / "spool").glob("*.spool"))
+    seg = next((data / "spool" / "logs").glob("*.spool"))   # one folder per signal
     seg.write_bytes(seg.read_bytes()[:-5])
     settings = config.load(environ={"OTEL_MTA_DATA_DIR": str(data), "OTEL_MTA_SPOOL": "true",
                                     "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
@@ -87,7 +87,7 @@ def test_spool_segments_torn_by_a_crash_are_counted(tmp_path):
     app = App(settings)
     try:
         replayed = []
-        while (item := app.exporter.queue.get(0)) is not None:   # what the export worker reads back
+        while (item := app.exporter.queue.get("logs")) is not None:   # what the logs lane reads back
             replayed.append(item)
         assert len(replayed) == 2
         rx = collect(app.pipeline, Received())

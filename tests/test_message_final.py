@@ -12,7 +12,7 @@ import pytest
 
 from otel_mta import ids
 from otel_mta.config import load as load_settings
-from otel_mta.signals.tracker import QueuedMessages
+from otel_mta.signals.final import QueuedMessages
 from otel_mta.sources import remote_log
 from otel_mta.sources.events_ingest import Ingest
 from otel_mta.sources.remote_log import RemoteLogSource

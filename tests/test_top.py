@@ -146,10 +146,13 @@ def node(zonemta_factory, smtp_sink, sidecar, tmp_path):
     zm.send(sender, ["bob@fine.test"])
     zm.send(sender, ["greylist@slow.test"])
     zm.send(sender, ["nobody@gone.test"])
+    # the API poller (queue sizes) and the MongoDB poller (oldest ages) see the
+    # deferral each at its own next poll: wait for both
     wait_status(sc.health_port, lambda d: (domain(d, "slow.test") and domain(d, "gone.test")
                                            and any(z["zone"] == "default" and z["queue"]["deferred"]
+                                                   and z["oldest_age_s"]["deferred"] is not None
                                                    for z in d["zones"])),
-                what="the deferral, the rejection and the deferred queue")
+                what="the deferral, the rejection, the deferred queue and its age")
     return zm, sc
 
 

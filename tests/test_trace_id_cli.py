@@ -93,11 +93,12 @@ def test_a_message_id_needs_no_sidecar_and_matches_what_was_exported(fed_sidecar
 
 def test_a_message_without_message_id_is_found_by_its_queue_id(fed_sidecar, grpc_receiver):
     exported = exported_trace_ids(grpc_receiver, NO_MID_QID)
+    assert len(exported) == 1
     res = trace_id(NO_MID_QID, "--endpoint", f"127.0.0.1:{fed_sidecar.health_port}")
-    # the sidecar has no Message-ID for it: it says so, and names the queue-id trace
-    assert res.returncode == 1 and res.stdout == ""
-    assert f"does not know queue id {NO_MID_QID}" in res.stderr
-    assert f"If the message had no Message-ID, its trace id is {next(iter(exported))}" in res.stderr
+    # the sidecar saw it queued without a Message-ID: it is traced by its queue id, and the sidecar knows
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == list(exported)
+    assert f"queue id {NO_MID_QID}: it has no Message-ID, so it is traced by its queue id" in res.stderr
 
 
 def test_an_unknown_queue_id_and_an_unreachable_sidecar_say_what_to_do(fed_sidecar):
@@ -123,7 +124,10 @@ def test_the_lookup_route_refuses_bad_requests(fed_sidecar):
     assert status == 200
     answer = json.loads(body)
     # the trace id, and no message data
-    assert answer == {"queue_id": QID, "known": True, "trace_id": ids.trace_id_for(MID, QID).hex()}
+    assert answer == {"queue_id": QID, "known": True, "trace_id": ids.trace_id_for(MID, QID).hex(),
+                      "traced_by": "message_id"}
+    status, body = http_get(f"{base}?queue_id={NO_MID_QID}")
+    assert (status, json.loads(body)["traced_by"]) == (200, "id")
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(urllib.request.Request(base, method="POST"), timeout=5)
 

@@ -202,6 +202,20 @@ class Session {
         }
     }
 
+    /**
+     * pre_send_trans_email: Haraka's outbound is queueing the transaction
+     * (its own outbound queue, for a client it relays for, when no queue
+     * plugin took it): the delivery events that follow complete the message.
+     * `connection` is Haraka's stand-in `{ transaction }` here.
+     */
+    outboundQueued(connection) {
+        const t = connection && connection.transaction;
+        const st = t && t[TXN];
+        if (st) {
+            st.outbound = true;
+        }
+    }
+
     maxDataExceeded(connection, now) {
         const st = this.txn(connection);
         if (st) {
@@ -383,6 +397,9 @@ class Session {
             event.code = 250;
             event.reply = st.queued;
             event.stage = 'queue_ok';
+            if (st.outbound) {
+                event.outbound_queue = true;
+            }
         } else {
             const last = parseReply(connection.last_response);
             const replied = last && last.code >= 400 ? last : null;

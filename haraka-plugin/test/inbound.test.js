@@ -107,6 +107,7 @@ test('a queued message: each recipient with the reply the client got, the Messag
     assert.equal(t.esmtp, true);
     assert.equal(t.tls, false);
     assert.equal(t.relaying, false);
+    assert.equal(t.outbound_queue, undefined, 'queued by queue/discard, not by Haraka\'s outbound');
 
     const conn = await connectionEvent(helo);
     assert.equal(conn.connection_id, t.connection_id);

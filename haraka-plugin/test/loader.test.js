@@ -63,6 +63,7 @@ test('registers its hooks, the outbound ones (on by default) and log (log_lines)
         'log',
         'mail',
         'max_data_exceeded',
+        'pre_send_trans_email',
         'queue',
         'queue_ok',
         'queue_outbound',

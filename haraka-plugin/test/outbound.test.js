@@ -38,6 +38,7 @@ test('delivered, deferred then delivered on the retry, and bounced', { timeout: 
         const [t] = await h.waitFor(() => sidecar.events('haraka.transaction').filter(e => e.helo === 'relay.client.test').length && sidecar.events('haraka.transaction'), 10000, 'the inbound transaction');
         assert.equal(t.outcome, 'accepted');
         assert.equal(t.relaying, true);
+        assert.equal(t.outbound_queue, true, "in Haraka's own outbound queue: the delivery events complete the message");
         const mine = () => sidecar.events('haraka.delivery').filter(e => e.transaction_id.startsWith(t.transaction_id));
         await h.waitFor(() => mine().some(e => e.outcome === 'deferred'), 15000, 'the deferral');
         sink.rules = sink.rules.filter(([s]) => s !== 'grey@'); // the greylisting lets it through next time

@@ -1,9 +1,12 @@
 'use strict';
 
 // Records what the plugin sends from a real Haraka 3.3.4, for the sidecar's
-// mapping tests (tests/inbound/test_inbound_mapping.py): inbound sessions of
-// every outcome, a refused connection, a relayed message delivered, deferred
-// and bounced, and Haraka's log lines.
+// mapping tests (tests/inbound/test_inbound_mapping.py, test_haraka_final.py):
+// inbound sessions of every outcome, a refused connection, Haraka's log lines,
+// and two relayed messages followed until every recipient is final: one with
+// a recipient delivered, one bounced and one greylisted then delivered on the
+// retry; one to two domains, one delivered and one deferred until Haraka
+// gives up and bounces it (temp_fail_intervals of one 5 s retry).
 //
 //   node test/record.js > ../tests/fixtures/haraka/batches.json
 
@@ -26,6 +29,7 @@ async function main() {
     const sidecar = await h.startSidecar();
     const sink = await h.startSmtpSink([
         ['grey@', '451 4.7.1 Greylisted, try again later'],
+        ['busy@', '421 4.7.0 Too many connections, try again later'],
         ['gone@', '550 5.1.1 No such user']
     ]);
     const refusePort = await h.freePort();
@@ -35,7 +39,7 @@ async function main() {
         files: {
             'otel-mta.ini': `url=${sidecar.url}\n[buffer]\nflush_interval_ms=50\n[events]\nlog_lines=true\n`,
             'test_policy.ini': `refuse_port=${refusePort}\nrelay_helo=relay.client.test\nmx=127.0.0.1:${sink.port}\n`,
-            'outbound.ini': 'local_mx_ok=true\nenable_tls=false\n'
+            'outbound.ini': 'local_mx_ok=true\nenable_tls=false\ntemp_fail_intervals=5s\n'
         }
     });
     try {
@@ -62,11 +66,25 @@ async function main() {
             'RCPT TO:<bob@dest.test>',
             'RCPT TO:<grey@dest.test>',
             'RCPT TO:<gone@dest.test>',
-            { data: h.message({ 'Message-ID': '<rec-relay@sender.test>' }) }
+            { data: h.message({ 'Message-ID': '<rec-relay@sender.test>' }) },
+            mail,
+            'RCPT TO:<dave@dest.test>',
+            'RCPT TO:<busy@slow.test>',
+            { data: h.message({ 'Message-ID': '<rec-relay-2@sender.test>' }) }
         ]);
         const refused = await h.SmtpClient.connect(refusePort);
         await h.waitFor(() => refused.closed, 5000, 'the refused connection to close');
-        await h.waitFor(() => sidecar.events('haraka.delivery').length >= 3, 20000, 'relay attempts');
+        const deliveries = (to, outcome) =>
+            sidecar.events('haraka.delivery').filter(e => e.outcome === outcome && e.recipients.some(r => r.address === to));
+        await h.waitFor(() => deliveries('grey@dest.test', 'deferred').length, 20000, 'the greylisting');
+        sink.rules = sink.rules.filter(([s]) => s !== 'grey@'); // lets it through on the retry
+        await h.waitFor(
+            () => deliveries('grey@dest.test', 'delivered').length && deliveries('busy@slow.test', 'bounced').length,
+            30000,
+            'the retries: grey delivered, busy bounced'
+        );
+        // and the bounces (DSNs) Haraka sends back to the sender: messages of its own
+        await h.waitFor(() => deliveries('alice@sender.test', 'delivered').length >= 2, 20000, 'the two bounces delivered');
         await h.sleep(500);
         await haraka.stop('SIGTERM');
         const batches = sidecar.batches.map(b => Object.assign({}, b, { events: b.events.filter(e => e.type !== 'plugin.health' || e.sent > 0) }));

@@ -11,6 +11,10 @@
   a transaction (the greeting, HELO, ...).
 - RelayAttempt (Haraka as a relay): a CLIENT `delivery` span per attempt, child
   of the inbound span, and mta.delivery.* metrics, as ZoneMTA's attempts get.
+  A message Haraka queued in its own outbound queue waits (signals/final.py)
+  until its last recipient is delivered or bounced, then gets a
+  `message.final` span, child of the inbound span: its state, time in queue
+  and recipients by outcome, as a deferred ZoneMTA message does.
 - LogLine from Haraka (its log hook): in its transaction's trace; a line that
   comes before its transaction ended waits for it (correlation.hold).
 
@@ -32,6 +36,7 @@ from otel_mta.privacy import Redactor, TopN
 from otel_mta.signals import logs as L
 from otel_mta.signals import traces as T
 from otel_mta.signals.batch import Batcher
+from otel_mta.signals.final import MessageFinal, QueuedMessages
 from otel_mta.signals.holding import Holding
 from otel_mta.signals.metrics import MetricStore
 
@@ -83,7 +88,8 @@ def _plural(n: int, word: str) -> str:
 
 class InboundSignals:
     def __init__(self, *, resources, logs: Batcher, spans: Batcher, metrics: MetricStore, redactor: Redactor,
-                 correlator: Correlator, top_n: int = 100, hold_s: float = 2.0, max_held: int = 10_000):
+                 correlator: Correlator, top_n: int = 100, hold_s: float = 2.0, max_held: int = 10_000,
+                 queued: QueuedMessages | None = None):
         self.res = resources.producer(SERVICE)
         self.logs = logs
         self.spans = spans
@@ -92,6 +98,9 @@ class InboundSignals:
         # transaction uuid -> (trace id, inbound span id): for log lines and relay attempts
         self._traces = BoundedMap(32_768)
         self._lines = Holding(hold_s, max_held)
+        # relayed messages until their last recipient's outcome (the table is shared with ZoneMTA's mapping)
+        self.finals = MessageFinal(queued if queued is not None else QueuedMessages(100_000), spans, self.res,
+                                   "haraka.transaction.id", ids.inbound_span_id, metrics)
         self.top_domain = TopN(top_n)
         m = metrics
         self.m_connections = m.counter("mta.inbound.connections")
@@ -124,6 +133,7 @@ class InboundSignals:
         trace_id = self.corr.trace_for_key("mid:" + mid if mid else "qid:" + tid.strip(ids.WS))
         span_id = ids.inbound_span_id(tid)
         self._traces.put(tid, (trace_id, span_id))
+        self.corr.learn(tid, t.message_id)   # for `otel-mta trace-id <transaction uuid>` (otel_mta/lookup.py)
         outcome = t.outcome
         reply = red.text(t.reply) if t.reply else None
         base = {"haraka.transaction.id": tid, "mta.message_id": mid}
@@ -149,6 +159,8 @@ class InboundSignals:
         red.address_list("mta.recipient", ",".join(a for a in accepted if a), red.recipient, attrs)
         # a count is not personal: set whatever the recipient mode (address_list leaves it out with drop)
         n = attrs["mta.recipient.count"] = len(accepted) + (t.omitted or {}).get("accepted", 0)
+        if outcome == "accepted" and t.outbound_queue and n:
+            self.finals.waiting(tid, trace_id, t.end_ns, n)   # Haraka delivers it: message.final at its end
         span_extra = {"server.port": t.client.local_port, "tls.established": t.client.tls}
         self._client(t.client, attrs)
 
@@ -265,7 +277,7 @@ class InboundSignals:
         else:
             trace_id = self.corr.trace_for_key("qid:" + txn.strip(ids.WS))
         defcount = a.attempt + 1 if action == "DEFERRED" else 0
-        span_id = ids.attempt_span_id(a.queue_id, "", action, defcount)
+        span_id = ids.relay_attempt_span_id(a.queue_id, a.end_ns // 1_000_000, action, defcount)
         first = a.recipients[0] if a.recipients else (None, None, None, None)
         raw_reply = first[3] or a.reply
         reply = red.text(raw_reply) if raw_reply else None
@@ -315,6 +327,11 @@ class InboundSignals:
         self.m_attempts.add(1, res, (None, outcome, None, None, self.top_domain(dom)))
         if a.start_ns is not None:
             self.m_attempt_duration.record(max(0, a.end_ns - a.start_ns) / 1e9, res, (None, outcome))
+        # the recipients Haraka delivered or bounced: the message's outcome once they were the last
+        if action != "DEFERRED" and self.finals.table:
+            n_final = len(a.recipients) + a.omitted
+            if n_final:
+                self.finals.outcome(txn, None, outcome, a.end_ns, n_final)
 
     # -- Haraka's own log lines -------------------------------------------------------------
     def _log_line(self, line: LogLine) -> None:

@@ -3,7 +3,9 @@
 hands each its events and ticks them all (otel_mta/pipeline.py). What they
 share is made once by the pipeline and passed in: the correlator (which trace
 a message is in), the batchers, the metric store, the redactor, the
-resources; and signals/holding.py for what waits to learn its trace."""
+resources, the table of messages waiting for their final outcome
+(signals/final.py); and signals/holding.py for what waits to learn its
+trace."""
 from __future__ import annotations
 
 from typing import Protocol

@@ -8,8 +8,8 @@ a root is never held for that: at a recipient's first deferral — or after
 with `mta.message.state=queued`, and later attempts still join the trace
 because their parent id is derived from the queue id (docs/trace-ids.md).
 
-Such a message is then remembered in `QueuedMessages` (no span is held open:
-counts, a bit per recipient and the QUEUED time, packed in ~40 bytes), and when
+Such a message is then remembered in `QueuedMessages` (signals/final.py; no
+span is held open: counts, a bit per recipient and the QUEUED time), and when
 its last recipient reaches a final outcome a `message.final` span, child of
 the root, records the message's state, its time in the queue and its
 recipients by outcome. That table is bounded: when full, the oldest message is
@@ -20,115 +20,17 @@ messages queued before it get no `message.final` span either
 """
 from __future__ import annotations
 
-import struct
 from collections import OrderedDict
 
 from otel_mta import ids
 from otel_mta.signals import traces as T
 from otel_mta.signals.fields import pick
+from otel_mta.signals.final import REJECTED_MSG, STATE_ATTRS, STATE_KEY, MessageFinal, QueuedMessages, message_state
 
-_STATE = {s: {"mta.message.state": s} for s in ("delivered", "partially_delivered", "bounced", "dropped", "queued")}
 # the message's state when its only recipient had this outcome (what final() works out for many)
 _ONE_RECIPIENT = {"delivered": "delivered", "rejected": "bounced", "dropped": "dropped", "deleted": "dropped"}
 _ROOT_ATTRS = ("mta.queue_id", "mta.message_id", "mta.interface", "mta.sender.domain",
                "mta.recipient.domain", "mta.recipient.count", "mta.message.size")
-_STATE_KEY = {s: (s,) for s in _STATE}   # time-in-queue metric attribute values, made once
-_REJECTED_MSG = "one or more recipients rejected"
-
-
-def message_state(delivered: int, rejected: int, dropped: int) -> str:
-    """The message's final state from its recipients' outcomes (deleted counts as dropped)."""
-    if delivered and not rejected and not dropped:
-        return "delivered"
-    if delivered:
-        return "partially_delivered"
-    return "bounced" if rejected else "dropped"
-
-
-def _seq_index(seq) -> int | None:
-    """ZoneMTA numbers a message's recipients 1, 2, ... in hex ("001"): the 0-based index."""
-    try:
-        return int(seq, 16) - 1
-    except (TypeError, ValueError):
-        return None
-
-
-class QueuedMessages:
-    """Messages whose root span ended while a recipient was still queued:
-    queue id -> packed (trace id, QUEUED time, recipients, delivered, rejected,
-    dropped) + one bit per recipient already final, so that an outcome reported
-    twice (remote log and the plugin's queue.release) counts once.
-
-    Bounded by `capacity`; when full the oldest (first to have entered) is
-    forgotten and counted in `evicted`. An OrderedDict, not a dict: finding a
-    plain dict's first key gets slow once many keys before it were deleted,
-    and here they are deleted in any order. ~230 bytes a message of up to 64
-    recipients, table included (tests/test_tracker.py measures it)."""
-
-    HEAD = struct.Struct("<16sqIIII")
-
-    __slots__ = ("capacity", "evicted", "_data")
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self.evicted = 0
-        self._data: OrderedDict[str, bytes] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __contains__(self, queue_id) -> bool:
-        return queue_id in self._data
-
-    def add(self, queue_id: str, trace_id: bytes, start_ns: int, expected: int, outcomes: dict | None) -> None:
-        delivered = rejected = dropped = 0
-        mask = bytearray((expected + 7) >> 3)
-        for seq, outcome in (outcomes or {}).items():
-            n = _seq_index(seq)
-            if n is not None and 0 <= n < expected:
-                mask[n >> 3] |= 1 << (n & 7)
-            if outcome == "delivered":
-                delivered += 1
-            elif outcome == "rejected":
-                rejected += 1
-            else:
-                dropped += 1
-        data = self._data
-        if queue_id not in data and len(data) >= self.capacity:
-            data.popitem(last=False)
-            self.evicted += 1
-        data[queue_id] = self.HEAD.pack(trace_id, start_ns, expected, delivered, rejected, dropped) + mask
-
-    def final(self, queue_id: str, seq: str | None, outcome: str):
-        """Count a recipient's final outcome. When it was the last one, forget
-        the message and return (trace id, QUEUED time, recipients, delivered,
-        rejected, dropped); else None."""
-        value = self._data.get(queue_id)
-        if value is None:
-            return None
-        trace_id, start_ns, expected, delivered, rejected, dropped = self.HEAD.unpack_from(value)
-        mask = bytearray(value[self.HEAD.size:])
-        if seq is None and outcome == "deleted":   # the whole message is gone (ZoneMTA: body not found)
-            dropped = max(expected - delivered - rejected, dropped)
-        else:
-            n = _seq_index(seq)
-            if n is not None and 0 <= n < expected:
-                bit = 1 << (n & 7)
-                if mask[n >> 3] & bit:
-                    return None                     # that recipient was counted already
-                mask[n >> 3] |= bit
-            if outcome == "delivered":
-                delivered += 1
-            elif outcome == "rejected":
-                rejected += 1
-            else:
-                dropped += 1
-        if delivered + rejected + dropped >= expected:
-            del self._data[queue_id]
-            return trace_id, start_ns, expected, delivered, rejected, dropped
-        # an existing key keeps its place: the order stays that of entering the table
-        self._data[queue_id] = self.HEAD.pack(trace_id, start_ns, expected, delivered, rejected, dropped) + mask
-        return None
 
 
 class _Root:
@@ -146,7 +48,11 @@ class _Root:
 
 class MessageTracker:
     def __init__(self, spans, resource, capacity: int = 100_000, max_hold_s: float = 600.0,
-                 metrics=None, own_resource=None, queued_capacity: int = 100_000):
+                 metrics=None, own_resource=None, queued_capacity: int = 100_000,
+                 queued: QueuedMessages | None = None):
+        """`queued`: the table of waiting messages, shared with the other
+        mappings (the pipeline makes it and reports its size); without it the
+        tracker makes its own of `queued_capacity` and reports it."""
         self._spans = spans
         self._res = resource
         self.capacity = capacity
@@ -155,14 +61,15 @@ class MessageTracker:
         # first key gets slow once many keys before it were deleted)
         self._open: OrderedDict[str, _Root] = OrderedDict()
         self.evicted = 0   # roots ended early (as queued) because `capacity` were open
-        self.queued_messages = QueuedMessages(queued_capacity)
+        if queued is None:
+            queued = QueuedMessages(queued_capacity)
+            if metrics is not None:
+                queued.observe(metrics, own_resource)
+        self.queued_messages = queued
+        self.finals = MessageFinal(queued, spans, resource, "mta.queue_id", ids.root_span_id, metrics)
         self._time_in_queue = None
         if metrics is not None:
             self._time_in_queue = metrics.histogram("mta.message.time_in_queue").record
-            size = metrics.gauge("otelmta_tracker_queued_messages")
-            evicted = metrics.counter("otelmta_tracker_evicted_messages")
-            metrics.before_collect(lambda: (size.set(len(self.queued_messages), own_resource),
-                                            evicted.observe(self.queued_messages.evicted, own_resource)))
 
     def __len__(self) -> int:
         return len(self._open)
@@ -185,7 +92,7 @@ class MessageTracker:
         root = self._open.get(queue_id)
         if root is None:
             if self.queued_messages:
-                self._final_later(queue_id, seq, outcome, time_ns)
+                self.finals.outcome(queue_id, seq, outcome, time_ns)
             return
         outcomes = root.outcomes
         if outcomes is None:
@@ -218,31 +125,10 @@ class MessageTracker:
         end_ns = max(end_ns, root.start_ns)
         record = T.encode_span(root.trace_id, root.span_id, None, "message",
                                T.SPAN_KIND_SERVER, root.start_ns, end_ns,
-                               (root.attrs, _STATE[state]), T.STATUS_ERROR if error else 0,
-                               _REJECTED_MSG if error else None)
+                               (root.attrs, STATE_ATTRS[state]), T.STATUS_ERROR if error else 0,
+                               REJECTED_MSG if error else None)
         self._spans.add(self._res, record)
         if state == "queued":
-            self.queued_messages.add(queue_id, root.trace_id, root.start_ns, root.expected, root.outcomes)
+            self.finals.waiting(queue_id, root.trace_id, root.start_ns, root.expected, root.outcomes)
         elif self._time_in_queue is not None:
-            self._time_in_queue((end_ns - root.start_ns) / 1e9, self._res, _STATE_KEY[state])
-
-    def _final_later(self, queue_id: str, seq: str | None, outcome: str, time_ns: int) -> None:
-        """A final outcome of a message whose root ended before: the message-level
-        `message.final` span once it was the last recipient's."""
-        done = self.queued_messages.final(queue_id, seq, outcome)
-        if done is None:
-            return
-        trace_id, start_ns, expected, delivered, rejected, dropped = done
-        state = message_state(delivered, rejected, dropped)
-        end_ns = max(time_ns, start_ns)
-        error = rejected > 0
-        attrs = {"mta.queue_id": queue_id, "mta.recipient.count": expected,
-                 "mta.message.time_in_queue_ms": (end_ns - start_ns) // 1_000_000,
-                 "mta.recipients.delivered": delivered, "mta.recipients.rejected": rejected,
-                 "mta.recipients.dropped": dropped}
-        self._spans.add(self._res, T.encode_span(
-            trace_id, ids.final_span_id(queue_id), ids.root_span_id(queue_id), "message.final",
-            T.SPAN_KIND_INTERNAL, start_ns, end_ns, (attrs, _STATE[state]),
-            T.STATUS_ERROR if error else 0, _REJECTED_MSG if error else None))
-        if self._time_in_queue is not None:
-            self._time_in_queue((end_ns - start_ns) / 1e9, self._res, _STATE_KEY[state])
+            self._time_in_queue((end_ns - root.start_ns) / 1e9, self._res, STATE_KEY[state])

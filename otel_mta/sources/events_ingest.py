@@ -267,7 +267,8 @@ class Ingest:
             reply=ev.get("reply"), stage=ev.get("stage"), plugin=ev.get("plugin"),
             omitted={k: int(v) for k, v in omitted.items()} if omitted else None,
             message_id=ev.get("message_id"), size=_int_or_none(ev.get("size")),
-            data_start_ns=_ns(ev.get("data_start_ms")), data_end_ns=_ns(ev.get("data_end_ms"))))
+            data_start_ns=_ns(ev.get("data_start_ms")), data_end_ns=_ns(ev.get("data_end_ms")),
+            outbound_queue=ev.get("outbound_queue", False)))
 
     def _haraka_delivery(self, ev: dict, source: dict) -> None:
         rcpts = [(r["address"], _int_or_none(r.get("code")), r.get("status"), r.get("reply")) for r in ev["recipients"]]

@@ -206,7 +206,7 @@ TYPES_V2: dict[str, tuple[tuple[str, ...], dict]] = {
                             "outcome": _enum(_OUTCOMES_IN), "code": _CODE, "reply": _REPLY, "stage": _STAGE,
                             "plugin": _PLUGIN, "mail_from": _ADDRESS, "recipients": _array(_RECIPIENT, 1000),
                             "recipients_omitted": _OMITTED, "message_id": _MESSAGE_ID, "size": _int,
-                            "data_start_ms": _int, "data_end_ms": _int, **_CLIENT}),
+                            "data_start_ms": _int, "data_end_ms": _int, "outbound_queue": _bool, **_CLIENT}),
     "haraka.delivery": (("transaction_id", "outcome", "domain", "recipients"),
                         {"transaction_id": _UUID, "outcome": _enum(frozenset(("delivered", "deferred", "bounced"))),
                          "domain": _str(0, 255), "recipients": _array(_DELIVERY_RECIPIENT, 1000),

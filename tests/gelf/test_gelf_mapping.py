@@ -284,3 +284,28 @@ async def test_gelf_records_still_join_each_other_through_hints(gelf):
           "_message_id": "18f2ffff00009"})
     recs = await g.records(2)
     assert {r.trace_id for _, _, r in recs} == {ids.trace_id_for("m9@sender.example", None)}
+
+
+async def test_a_message_queued_without_message_id_keeps_its_gelf_in_its_trace(gelf, js_encode):
+    """The remote log saw the message queued without a Message-ID ("<>"): the
+    index knows it is traced by its queue id, so ZoneMTA's GELF error for that
+    queue id lands there, and a GELF claim of a Message-ID for it cannot pull
+    the message's later GELF records into another trace."""
+    from otel_mta.sources.remote_log import RemoteLogSource
+    g = await gelf()
+    remote = RemoteLogSource(g.pipeline, g.settings.sources.remote_log)
+    qid = "18c5f3d2a3e0007777"
+    for d in js_encode([{"id": qid, "action": "QUEUED", "message-id": "<>", "from": "a@x.example",
+                         "to": "b@y.example", "interface": "feeder"}]):
+        remote.handle_datagram(d)
+    send(g, {"short_message": "WILDDUCK [FRWRDOK] x", "host": "h", "_component": "wildduck",
+             "_mail_action": "forward", "_message_id": "<claimed@elsewhere.example>", "_target_queue_id": qid},
+         {"short_message": "MTA [QUEUE_FETCH_FAILED] could not fetch", "host": "h", "_component": "mta",
+          "_message_id": qid})
+    recs = await g.records(3)
+    own = ids.trace_id_for(None, qid)
+    [queued] = [r for _, a, r in recs if a.get("mta.action") == "QUEUED"]
+    [zonemta_gelf] = [r for _, a, r in recs if r.body.string_value.startswith("MTA [QUEUE_FETCH_FAILED]")]
+    assert queued.trace_id == zonemta_gelf.trace_id == own
+    assert g.pipeline.mail.corr.index.get(qid) == ""      # known: no Message-ID
+    assert g.pipeline.correlator.lookup(qid) == (own, False)

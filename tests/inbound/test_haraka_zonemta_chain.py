@@ -88,4 +88,8 @@ def test_haraka_smtp_forward_to_zonemta_is_one_trace(haraka_factory, zonemta_fac
     assert total(rx, "mta.inbound.recipients", **{"mta.inbound.outcome": "refused"}) == 1
     assert total(rx, "mta.delivery.attempts", **{"mta.delivery.outcome": "delivered"}) == 1
     assert total(rx, "mta.message.queued") == 1
+    # waiting for a final outcome: ZoneMTA's message (grey is deferred), not Haraka's transaction
+    exports = len(rx.requests["metrics"])
+    rx.wait_for(lambda r: len(r.requests["metrics"]) >= exports + 2, timeout=20, what="a metric export after that")
+    assert [p.as_int for _, p in rx.last_points("otelmta_tracker_queued_messages")] == [1]
     assert sc.terminate() == 0
