@@ -33,8 +33,8 @@ setup-tools:  ## the Collector (ocb) and Helm, built from Go modules into .cache
 	collector-config/build.sh >/dev/null
 	helm/install-helm.sh >/dev/null
 
-BACKENDS := prometheus promtool victoria-metrics victoria-logs jaeger
-setup-backends:  ## Prometheus, promtool, VictoriaMetrics, VictoriaLogs, Jaeger, built from Go modules into .cache/backends/
+BACKENDS := prometheus promtool victoria-metrics vmalert victoria-logs jaeger
+setup-backends:  ## Prometheus, promtool, VictoriaMetrics, vmalert, VictoriaLogs, Jaeger, built from Go modules into .cache/backends/
 	@for b in $(BACKENDS); do tools/backends.sh $$b >/dev/null || exit 1; done
 
 run: setup  ## run the sidecar on its embedded default: OTLP JSON files under ./otel-mta-data/otlp

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the test backends from their Go modules and print the binary's path.
 #
-#   tools/backends.sh prometheus|promtool|victoria-metrics|victoria-logs|jaeger
+#   tools/backends.sh prometheus|promtool|victoria-metrics|vmalert|victoria-logs|jaeger
 #
 # Each binary is cached in .cache/backends/<name>-<version>-<go version>/, so a
 # second call returns at once. Prometheus and promtool are built with the tag
@@ -17,7 +17,7 @@ VICTORIAMETRICS_VERSION=v1.151.0
 VICTORIALOGS_VERSION=v1.52.1
 JAEGER_VERSION=v1.76.0             # the module that holds Jaeger v2's cmd/jaeger
 
-name="${1:?usage: tools/backends.sh prometheus|promtool|victoria-metrics|victoria-logs|jaeger}"
+name="${1:?usage: tools/backends.sh prometheus|promtool|victoria-metrics|vmalert|victoria-logs|jaeger}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 command -v go >/dev/null || { echo "backends.sh: Go is required (go command not found)" >&2; exit 1; }
 export GOFLAGS="${GOFLAGS:--buildvcs=false}" CGO_ENABLED=0
@@ -26,6 +26,7 @@ tags=""
 case "$name" in
   prometheus|promtool) version=$PROMETHEUS_VERSION; pkg="github.com/prometheus/prometheus/cmd/$name"; tags=remove_all_sd ;;
   victoria-metrics) version=$VICTORIAMETRICS_VERSION; pkg="github.com/VictoriaMetrics/VictoriaMetrics/app/victoria-metrics" ;;
+  vmalert) version=$VICTORIAMETRICS_VERSION; pkg="github.com/VictoriaMetrics/VictoriaMetrics/app/vmalert" ;;
   victoria-logs) version=$VICTORIALOGS_VERSION; pkg="github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs" ;;
   jaeger) version=$JAEGER_VERSION; pkg="" ;;
   *) echo "backends.sh: unknown backend $name" >&2; exit 2 ;;

@@ -80,8 +80,6 @@ class Side:
     queries: list
     transformations: list = field(default_factory=list)   # [(id, options)]
     links: dict = field(default_factory=dict)             # field name -> (title, url)
-    needs_failure: bool = False   # healthy traffic leaves it empty (an error counter): tests check its names only
-    optional: tuple = ()          # metrics a query adds `or vector(0)` for: rare events, may be absent
 
 
 @dataclass

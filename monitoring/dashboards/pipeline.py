@@ -42,10 +42,9 @@ BOARD = Board(
                   "timeseries", unit="cps", w=8,
                   prometheus=Side([PromQL(_rate("otelmta_receiver_refused_records_total",
                                                 "instance, receiver, reason"),
-                                          "{{instance}} {{receiver}} {{reason}}")], needs_failure=True),
+                                          "{{instance}} {{receiver}} {{reason}}")]),
                   clickhouse=Side([_ch_rate("otelmta_receiver_refused_records",
-                                            {"receiver": "a['receiver']", "reason": "a['reason']"})],
-                                  needs_failure=True)),
+                                            {"receiver": "a['receiver']", "reason": "a['reason']"})])),
             Chart("Records dropped by reason",
                   "Records lost before decoding (kernel_overflow: the socket buffer was full; queue_full: "
                   "the reading thread's queue was; chunk_timeout: a GELF message's chunks never all came). "
@@ -55,10 +54,9 @@ BOARD = Board(
                   "timeseries", unit="cps", w=8,
                   prometheus=Side([PromQL(_rate("otelmta_receiver_dropped_records_total",
                                                 "instance, receiver, reason"),
-                                          "{{instance}} {{receiver}} {{reason}}")], needs_failure=True),
+                                          "{{instance}} {{receiver}} {{reason}}")]),
                   clickhouse=Side([_ch_rate("otelmta_receiver_dropped_records",
-                                            {"receiver": "a['receiver']", "reason": "a['reason']"})],
-                                  needs_failure=True)),
+                                            {"receiver": "a['receiver']", "reason": "a['reason']"})])),
         ]),
         Row("Exporting", [
             Chart("Exported per second",
@@ -85,11 +83,10 @@ BOARD = Board(
                                    PromQL(_rate("otelmta_exporter_send_failed_spans_total", "instance, reason"),
                                           "{{instance}} spans {{reason}}"),
                                    PromQL(_rate("otelmta_exporter_send_failed_metric_points_total", "instance, reason"),
-                                          "{{instance}} metric points {{reason}}")], needs_failure=True),
+                                          "{{instance}} metric points {{reason}}")]),
                   clickhouse=Side([_ch_rate("otelmta_exporter_send_failed_log_records", {"reason": "a['reason']"}),
                                    _ch_rate("otelmta_exporter_send_failed_spans", {"reason": "a['reason']"}),
-                                   _ch_rate("otelmta_exporter_send_failed_metric_points", {"reason": "a['reason']"})],
-                                  needs_failure=True)),
+                                   _ch_rate("otelmta_exporter_send_failed_metric_points", {"reason": "a['reason']"})])),
             Chart("Export retries",
                   "Export requests sent again after a retryable failure (the Collector busy, refusing or "
                   "unreachable), per second. Occasional retries are normal; a steady rate means the "
@@ -117,10 +114,10 @@ BOARD = Board(
                   "Collector accepts less than the sidecar produces.",
                   "timeseries", unit="bytes", w=12,
                   prometheus=Side([PromQL("max by (instance, exporter) (otelmta_exporter_spool_size_bytes)",
-                                          "{{instance}} {{exporter}}")], needs_failure=True),
+                                          "{{instance}} {{exporter}}")]),
                   clickhouse=Side([SQL(sql.level_series(
                       "otelmta_exporter_spool_size", {"instance": INSTANCE_SQL, "exporter": "a['exporter']"},
-                      service=SELF, agg="max"), "time_series")], needs_failure=True)),
+                      service=SELF, agg="max"), "time_series")])),
         ]),
         Row("Pollers and the ZoneMTA plugin", [
             Chart("Pollers up",
@@ -140,10 +137,9 @@ BOARD = Board(
                   "than its interval, so lengthen the interval or the timeout.",
                   "timeseries", unit="cps", w=8,
                   prometheus=Side([PromQL(_rate("otelmta_poller_failures_total", "instance, poller, reason"),
-                                          "{{instance}} {{poller}} {{reason}}")], needs_failure=True),
+                                          "{{instance}} {{poller}} {{reason}}")]),
                   clickhouse=Side([_ch_rate("otelmta_poller_failures", {"poller": "a['poller']",
-                                                                       "reason": "a['reason']"})],
-                                  needs_failure=True)),
+                                                                       "reason": "a['reason']"})])),
             Chart("Sidecar CPU and memory",
                   "CPU (1 = one core) and resident memory of each sidecar. CPU near one core means it "
                   "is at its limit and will drop datagrams (see Records dropped); memory that keeps "

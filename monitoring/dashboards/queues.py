@@ -71,8 +71,7 @@ BOARD = Board(
                              f"- sum(rate(mta_delivery_attempts_total{{{FINAL}}}[$__rate_interval])) "
                              "- (sum(rate(mta_delivery_dropped_total[$__rate_interval])) or vector(0)) "
                              "- (sum(rate(mta_delivery_deleted_total[$__rate_interval])) or vector(0))",
-                             "net growth")],
-                                  optional=("mta_delivery_dropped_total", "mta_delivery_deleted_total")),
+                             "net growth")]),
                   clickhouse=Side([SQL(f"""SELECT $__timeInterval(Timestamp) AS time,
        sumIf(toUInt64OrZero(LogAttributes['mta.recipient.count']), LogAttributes['mta.action'] = 'QUEUED')
            / $__interval_s AS queued,

@@ -82,6 +82,14 @@ class _PromQL(_Backend):
             raise AssertionError(f"{self.name}: query {expr!r} failed: {doc}")
         return doc["data"]["result"]
 
+    def query_range(self, expr: str, start: float, end: float, step: float = 1.0) -> list:
+        """Range query: [{"metric": ..., "values": [[t, "v"], ...]}, ...]."""
+        params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step}"}
+        doc = http_get_json(f"{self.base}/api/v1/query_range?{urllib.parse.urlencode(params)}")
+        if doc.get("status") != "success":
+            raise AssertionError(f"{self.name}: range query {expr!r} failed: {doc}")
+        return doc["data"]["result"]
+
     def series_names(self) -> set[str]:
         doc = http_get_json(f"{self.base}/api/v1/label/__name__/values")
         return set(doc["data"])
@@ -130,6 +138,31 @@ class VictoriaMetrics(_PromQL):
                      f"-httpListenAddr=127.0.0.1:{self.port}", "-search.latencyOffset=0s",
                      "-loggerLevel=WARN", *(extra_args or [])], "/health")
         self.otlp_url = f"{self.base}/opentelemetry"
+
+
+class VMAlert(_Backend):
+    """vmalert: evaluates Prometheus rule files against a VictoriaMetrics and
+    writes recording rules' results and the ALERTS series back to it, as
+    VictoriaMetrics users run alerting rules (there is no rule engine in
+    VictoriaMetrics itself). Notifications go nowhere (-notifier.blackhole)."""
+
+    name = "vmalert"
+
+    def __init__(self, work: Path, rule_files: list, vm_base: str, evaluation_interval: str = "15s"):
+        super().__init__(work)
+        self._start([backend_bin("vmalert"), *(f"-rule={Path(f).resolve()}" for f in rule_files),
+                     f"-datasource.url={vm_base}", f"-remoteWrite.url={vm_base}",
+                     f"-evaluationInterval={evaluation_interval}",
+                     "-rule.evalDelay=0s",              # VictoriaMetrics runs with -search.latencyOffset=0s
+                     "-remoteWrite.flushInterval=1s", "-notifier.blackhole",
+                     f"-httpListenAddr=127.0.0.1:{self.port}", "-loggerLevel=WARN"], "/health")
+
+    def alerts(self) -> list[dict]:
+        """Active alerts: {"name", "state" (pending|firing), "labels", "value", ...}."""
+        return http_get_json(f"{self.base}/api/v1/alerts")["data"]["alerts"]
+
+    def groups(self) -> list[dict]:
+        return http_get_json(f"{self.base}/api/v1/rules")["data"]["groups"]
 
 
 class VictoriaLogs(_Backend):

@@ -1,11 +1,13 @@
 """One run of the whole pipeline into real backends, for the dashboard and rule tests.
 
     real ZoneMTA (+ our plugin, remote log, GELF)  --+
-    tools/traffic.py's mix, ZoneMTA's real encoder --+--> sidecar "mail-0" --+
-    a MongoDB replica-set member (mockupdb)  -------------> sidecar "rs-0" ---+--> Collector (gateway.yaml +
-                                                                                  backends/prometheus.yaml,
-                                                                                  + file exporters)
+    tools/traffic.py's mix, ZoneMTA's real encoder --+--> sidecar "mail-0" -----+
+    a MongoDB replica-set member (mockupdb)  -------------> sidecar "rs-0" -------+--> Collector (gateway.yaml
+    a second ZoneMTA's mix, in bursts, garbage ----> sidecar "incident-0" --+     |    + backends/prometheus.yaml
+                                                       (through TcpProxy: the     |    + backends/victoriametrics.yaml
+                                                        Collector goes away) -----+    + file exporters)
                                                                                --> Prometheus 3 (+ our rules)
+                                                                               --> VictoriaMetrics (+ vmalert, our rules)
                                                                                --> OTLP JSON files (for chdb)
 
 The sidecar "mail-0" polls the ZoneMTA API, ZoneMTA's database (FerretDB),
@@ -19,6 +21,20 @@ the run, `TRAFFIC_MESSAGES` messages of tools/traffic.py's realistic mix
 (three zones, fifty domains, three sending IPs; delivered, greylisted, rejected)
 sent as ZoneMTA's remote log. Metrics are exported every second, so rate() over
 a few minutes has many samples.
+
+Incidents (incidents.py), each from its real cause: a sending IP that
+receivers refuse (blacklist, block, policy), suppressed and deleted deliveries
+on the real ZoneMTA; and a third sidecar that loses its Collector twice (spool,
+export failures), drops datagrams from a too-small socket buffer, gets garbage
+and polls a Redis that is not there. They carry their own labels
+(incidents.INCIDENT_LABELS); everything else is healthy traffic.
+
+Prometheus gets the metrics by remote write (backends/prometheus.yaml), and
+VictoriaMetrics by OTLP (backends/victoriametrics.yaml, as the chart's
+victoria-jaeger profile sends them), run as docs/dashboards.md says:
+-opentelemetry.usePrometheusNaming and monitoring/victoriametrics-relabel.yaml
+(service.name -> job, service.instance.id -> instance). vmalert evaluates the
+same rule file against it.
 """
 from __future__ import annotations
 
@@ -31,8 +47,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.backends.servers import Prometheus, http_get_json
+from tests.backends.servers import Prometheus, VictoriaMetrics, VMAlert, http_get_json
 from tests.collector.otelcol_harness import build_collector, start_collector
+from tests.monitoring import incidents
 from tests.stack.ferretdb import FerretDB
 from tests.stack.mongo_mock import MongoReplicaSetMock
 from tests.stack.proc import free_port
@@ -43,8 +60,9 @@ from tests.stack.zonemta import ZoneMTA
 ROOT = Path(__file__).resolve().parents[2]
 RULES_DIR = ROOT / "monitoring" / "generated" / "rules"
 OVERLAY = Path(__file__).with_name("collector-overlay.yaml")
+VM_RELABEL = ROOT / "monitoring" / "victoriametrics-relabel.yaml"
 PLUGIN_DIR = ROOT / "zonemta-plugin"
-RUN_SECONDS = 60          # traffic flows this long
+RUN_SECONDS = 50          # traffic flows this long
 TRAFFIC_MESSAGES = 600    # tools/traffic.py messages over the run (~1,000 entries)
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -68,10 +86,21 @@ class PipelineRun:
     queue_ids: list = field(default_factory=list)
     message_ids: list = field(default_factory=list)
     work: Path | None = None
+    victoriametrics: VictoriaMetrics | None = None
+    vmalert: VMAlert | None = None
+    vmalert_alerts: list = field(default_factory=list)   # vmalert's active alerts at eval_time
+    incidents: incidents.IncidentRun | None = None
 
     def query(self, expr: str) -> list:
         """Instant query at eval_time; AssertionError on a PromQL error."""
         return self.prometheus.query(expr, self.eval_time)
+
+    def query_vm(self, expr: str) -> list:
+        """The same on VictoriaMetrics (MetricsQL)."""
+        return self.victoriametrics.query(expr, self.eval_time)
+
+    def backend(self, name: str):
+        return {"prometheus": self.prometheus, "victoriametrics": self.victoriametrics}[name]
 
     def rule_groups(self) -> list:
         return http_get_json(f"{self.prometheus.base}/api/v1/rules")["data"]["groups"]
@@ -124,23 +153,30 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def run_pipeline(work: Path) -> tuple[PipelineRun, list]:
-    """Run it all; returns the run and the things to stop afterwards (Prometheus stays up)."""
+    """Run it all; returns the run and the things to stop afterwards (the backends stay up)."""
     work.mkdir(parents=True, exist_ok=True)
     to_stop: list = []
     rules = sorted(RULES_DIR.glob("*.yaml")) if RULES_DIR.is_dir() else []
-    prom = Prometheus(work / "prometheus", rule_files=rules, evaluation_interval="2s")
-    to_stop.append(prom)
     try:
-        return _run(work, prom, to_stop), to_stop
+        prom = Prometheus(work / "prometheus", rule_files=rules, evaluation_interval="2s")
+        to_stop.append(prom)
+        vm = VictoriaMetrics(work / "victoria-metrics", ["-opentelemetry.usePrometheusNaming",
+                                                          f"-relabelConfig={VM_RELABEL}", "-search.disableCache"])
+        to_stop.append(vm)
+        vmalert = VMAlert(work / "vmalert", rules, vm.base, evaluation_interval="2s")
+        to_stop.append(vmalert)
+        return _run(work, prom, vm, vmalert, to_stop), to_stop
     except BaseException:
         for thing in reversed(to_stop):
             thing.stop()
         raise
 
 
-def _run(work: Path, prom: Prometheus, to_stop: list) -> PipelineRun:
-    col = start_collector(build_collector(), work / "otelcol", ["gateway.yaml", "backends/prometheus.yaml", OVERLAY],
+def _run(work: Path, prom: Prometheus, vm: VictoriaMetrics, vmalert: VMAlert, to_stop: list) -> PipelineRun:
+    col = start_collector(build_collector(), work / "otelcol",
+                          ["gateway.yaml", "backends/prometheus.yaml", "backends/victoriametrics.yaml", OVERLAY],
                           env={"PROMETHEUS_REMOTE_WRITE_ENDPOINT": prom.remote_write_url,
+                               "VICTORIAMETRICS_ENDPOINT": vm.base,
                                "OTELCOL_METRICS_PORT": str(free_port())})
     to_stop.append(col)
     ferret = FerretDB(work / "ferretdb")
@@ -149,6 +185,7 @@ def _run(work: Path, prom: Prometheus, to_stop: list) -> PipelineRun:
     to_stop.append(sink)
     for needle, reply in SINK_REPLIES.items():
         sink.reply(needle, reply)
+    incidents.script_sink(sink)
     zm_redis = RedisServer(work / "zonemta-redis")
     to_stop.append(zm_redis)
     rs = MongoReplicaSetMock()
@@ -156,21 +193,29 @@ def _run(work: Path, prom: Prometheus, to_stop: list) -> PipelineRun:
 
     # sidecar beside ZoneMTA: remote log, plugin events, GELF; the pollers
     remote_log, gelf, events = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM), free_port()
-    mail_dir, rs_dir = work / "sidecar-mail", work / "sidecar-rs"
-    mail_dir.mkdir(parents=True)
-    rs_dir.mkdir(parents=True)
+    mail_dir, rs_dir, inc_dir = work / "sidecar-mail", work / "sidecar-rs", work / "sidecar-incident"
+    for d in (mail_dir, rs_dir, inc_dir):
+        d.mkdir(parents=True)
     fast = "sources:\n  zonemta_api: {interval: 1s}\n  mongodb: {interval: 1s}\n  redis: {interval: 1s}\n" \
            "  host: {interval: 1s}\n"
     (mail_dir / "otel-mta.yaml").write_text(fast)
     (rs_dir / "otel-mta.yaml").write_text(fast)
+    (inc_dir / "otel-mta.yaml").write_text(incidents.SIDECAR_CONFIG)
 
     # ZoneMTA first (the sidecar's pollers need its API, database and Redis)
     zm = ZoneMTA(work / "zonemta", mongo_uri=ferret.uri, redis_host=zm_redis.host, redis_port=zm_redis.port,
                  sink_host=sink.host, sink_port=sink.port, remote_log_port=remote_log, gelf_port=gelf,
                  plugins={str(PLUGIN_DIR): {"enabled": ["main", "receiver", "sender"],
                                             "url": f"http://127.0.0.1:{events}",
-                                            "flushIntervalMs": 200, "healthIntervalMs": 2000}})
+                                            "flushIntervalMs": 200, "healthIntervalMs": 2000}},
+                 config=incidents.zonemta_config(sink))
     to_stop.append(zm)
+    # the second ZoneMTA's remote log (incident-0's): the mix with queue ids of its own
+    second = generate(incidents.INCIDENT_MESSAGES, seed=13)
+    for entry in second:
+        entry["id"] = "19d" + entry["id"][3:]
+    trouble = incidents.Incidents(zm, col.grpc_endpoint, encode(second))
+    to_stop.append(trouble)
     mail_proc, mail_health, mail_log = _sidecar("mail-0", mail_dir, {
         "OTEL_EXPORTER_OTLP_ENDPOINT": col.grpc_endpoint,
         "OTEL_MTA_REMOTE_LOG_ENDPOINT": f"127.0.0.1:{remote_log}",
@@ -182,14 +227,21 @@ def _run(work: Path, prom: Prometheus, to_stop: list) -> PipelineRun:
         "OTEL_EXPORTER_OTLP_ENDPOINT": col.grpc_endpoint,
         "OTEL_MTA_REMOTE_LOG_ENDPOINT": "off", "OTEL_MTA_HOST_METRICS": "off",
         "OTEL_MTA_MONGODB_URI": rs.uri})
-    sidecars = [(mail_proc, mail_dir / "sidecar.log", mail_log), (rs_proc, rs_dir / "sidecar.log", rs_log)]
+    inc_proc, inc_health, inc_log = _sidecar(incidents.INCIDENT_POD, inc_dir, trouble.sidecar_env())
+    trouble.status = lambda: http_get_json(f"http://127.0.0.1:{inc_health}/status")
+    sidecars = [(mail_proc, mail_dir / "sidecar.log", mail_log), (rs_proc, rs_dir / "sidecar.log", rs_log),
+                (inc_proc, inc_dir / "sidecar.log", inc_log)]
     try:
+        datagrams = encode(generate(TRAFFIC_MESSAGES, seed=12))   # while the sidecars start
         _wait_ready(mail_proc, mail_health, mail_dir / "sidecar.log")
         _wait_ready(rs_proc, rs_health, rs_dir / "sidecar.log")
+        _wait_ready(inc_proc, inc_health, inc_dir / "sidecar.log")
+        trouble.prepare()
 
-        # the mix over the run, interleaved with real ZoneMTA mail in its first half
-        datagrams = encode(generate(TRAFFIC_MESSAGES, seed=12))
+        # the mix over the run, interleaved with real ZoneMTA mail in its first half;
+        # the incidents on their own timeline beside it
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        trouble.start()
         start = time.monotonic()
         real = list(REAL_MAIL)
         message_ids = []
@@ -205,17 +257,23 @@ def _run(work: Path, prom: Prometheus, to_stop: list) -> PipelineRun:
         sock.close()
         for rcpt, mid in real:
             message_ids.append(zm.send("alice@sender.test", [rcpt], subject="pipeline run", message_id=mid))
-        sink.wait_for_refused(len([m for m in REAL_MAIL if "yahoo" in m[0] or "outlook" in m[0]]), timeout=60)
+        record = trouble.join()
+        refused = len([m for m in REAL_MAIL if "yahoo" in m[0] or "outlook" in m[0]]) + incidents.refusals_expected()
+        sink.wait_for_refused(refused, timeout=60)
+        trouble.finish()
         # the last polls and exports, then a clean stop that flushes
         time.sleep(3)
         for proc, log_path, log in sidecars:
             _stop(proc, log_path)
             log.close()
         sidecars = []
-        # the remote-write exporter sends what it holds, then the files are complete
+        # the exporters send what they hold, then the backends and the files are complete
         prom.wait_for('count(mta_delivery_attempts_total{mta_delivery_outcome="rejected"})', timeout=30)
+        _wait_for_same_totals(prom, vm)
+        _wait_for_alerts(prom, vmalert, timeout=30)
         eval_time = time.time()
-        _wait_for_rules(prom, eval_time)
+        _wait_for_rules(prom, vmalert, eval_time)
+        vmalert_alerts = vmalert.alerts()
         col.stop()
     finally:
         for proc, log_path, log in sidecars:
@@ -226,7 +284,8 @@ def _run(work: Path, prom: Prometheus, to_stop: list) -> PipelineRun:
     otlp = {s: _read_jsonl(col.output_dir / f"{s}.jsonl") for s in ("logs", "traces", "metrics")}
     queue_ids = _queue_ids(otlp["logs"], message_ids)
     return PipelineRun(prometheus=prom, eval_time=eval_time, otlp=otlp, queue_ids=queue_ids,
-                       message_ids=message_ids, work=work)
+                       message_ids=message_ids, work=work, victoriametrics=vm, vmalert=vmalert,
+                       vmalert_alerts=vmalert_alerts, incidents=record)
 
 
 def _queue_ids(requests: list[dict], message_ids: list[str]) -> list[str]:
@@ -244,15 +303,47 @@ def _queue_ids(requests: list[dict], message_ids: list[str]) -> list[str]:
     return sorted(set(found))
 
 
-def _wait_for_rules(prom: Prometheus, after: float, timeout: float = 20.0) -> None:
+# every sidecar's last word, the same in both backends once both have it all
+SETTLED = "sum by (instance) (otelmta_exporter_sent_metric_points_total)"
+
+
+def _wait_for_same_totals(prom: Prometheus, vm: VictoriaMetrics, timeout: float = 30.0) -> None:
+    """VictoriaMetrics has what Prometheus has (its exporter queues on disk and sends on its own time)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        p = {r["metric"].get("instance"): r["value"][1] for r in prom.query(SETTLED)}
+        v = {r["metric"].get("instance"): r["value"][1] for r in vm.query(SETTLED)}
+        if p and p == v:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"VictoriaMetrics did not catch up with Prometheus in {timeout}s: {p} != {v}")
+        time.sleep(0.5)
+
+
+def _wait_for_alerts(prom: Prometheus, vmalert: VMAlert, timeout: float) -> None:
+    """The rule engines have seen the incidents' alerts (pending: the run is shorter than
+    their `for:`). Returns after `timeout` without them: the tests say what is missing."""
+    want = {name for name, _ in incidents.MUST_ALERT}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        p = {r["metric"]["alertname"] for r in prom.query('ALERTS{alertname=~"OtelMta.*"}')}
+        v = {a["name"] for a in vmalert.alerts()}
+        if want <= p and want <= v:
+            return
+        time.sleep(1)
+
+
+def _wait_for_rules(prom: Prometheus, vmalert: VMAlert, after: float, timeout: float = 20.0) -> None:
     """Every rule group evaluated at least once since `after` (recording rules have values)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         groups = http_get_json(f"{prom.base}/api/v1/rules")["data"]["groups"]
-        if all(g.get("lastEvaluation", "0001") > _rfc3339(after) for g in groups):
+        vm_groups = vmalert.groups()
+        if all(g.get("lastEvaluation", "0001") > _rfc3339(after) for g in groups) and \
+                all(g.get("lastEvaluation", "0001") > _rfc3339(after) for g in vm_groups):
             return
         time.sleep(0.5)
-    raise AssertionError(f"rule groups not evaluated within {timeout}s: {groups}")
+    raise AssertionError(f"rule groups not evaluated within {timeout}s: {groups} {vm_groups}")
 
 
 def _rfc3339(t: float) -> str:

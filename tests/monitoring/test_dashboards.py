@@ -5,11 +5,13 @@
   together: unique panel ids and uids, datasource variables only, a
   description on every panel, the same questions on both profiles.
 - Every PromQL expression of every panel, and every variable's query, runs
-  against the real Prometheus of `pipeline_run` (the sidecar's real output
-  through the real Collector) and returns data; every metric and label it
-  names exists there. Panels that only fill when something fails (export
-  failures, refused records, poller failures, the spool) cannot have data in
-  a healthy run: their names are checked against the catalog instead.
+  against the real Prometheus and the real VictoriaMetrics of `pipeline_run`
+  (the sidecars' real output through the real Collector: remote write to
+  Prometheus, OTLP to VictoriaMetrics) and returns data; every metric, label
+  and label value each of its selectors names matches series there. The run's
+  incidents (tests/monitoring/incidents.py) fill the panels that only fill
+  when something fails: refused and dropped records, export failures, the
+  spool, poller failures, dropped and deleted deliveries, a refused sending IP.
 - Every ClickHouse panel's SQL runs in chdb on the Collector ClickHouse
   exporter's tables filled with the same run's OTLP, after Grafana's variables
   and the ClickHouse datasource's macros are expanded as they are in Grafana,
@@ -37,6 +39,7 @@ BOARDS = {b.slug: b for b in dashboards.BOARDS}
 CH_PLUGIN = "grafana-clickhouse-datasource"
 RATE_INTERVAL, RANGE = "2m", "15m"     # what Grafana would pick for a ~15 minute view of the run
 CH_INTERVAL_S = 10
+BACKENDS = ("prometheus", "victoriametrics")   # the Prometheus profile's datasource, either
 
 
 def _load(profile: str, slug: str) -> dict:
@@ -47,11 +50,6 @@ def _panels(doc: dict):
     for p in doc["panels"]:
         yield p
         yield from p.get("panels", [])
-
-
-def _spec(slug: str, title: str, profile: str) -> common.Side:
-    chart = next(c for c in common.charts(BOARDS[slug]) if c.title == title)
-    return getattr(chart, profile)
 
 
 def _targets(profile: str, kind: str):
@@ -218,15 +216,10 @@ def catalog_prometheus_names() -> dict:
     return out
 
 
-RESOURCE_LABELS = {"job", "instance", "host_name", "service_name", "service_instance_id", "service_version",
-                   "server_address", "server_port", "process_command", "process_executable_name", "process_pid",
-                   "redis_version", "otel_scope_name", "otel_scope_version"}
-
-
 def selectors(base: str, expr: str) -> list:
-    """(metric names, label names used with them) per vector selector, and the
-    labels an expression groups, matches or reads (label_replace), from
-    Prometheus' own parser."""
+    """(metric names, label names used with them, the selector alone) per vector
+    selector, and the labels an expression groups, matches or reads
+    (label_replace), from Prometheus' own parser."""
     ast = http_get_json(f"{base}/api/v1/parse_query?{urllib.parse.urlencode({'query': expr})}")["data"]
     found, labels = [], set()
 
@@ -248,7 +241,9 @@ def selectors(base: str, expr: str) -> list:
                     used.add(m["name"])
             if node.get("name"):
                 names.add(node["name"])
-            found.append((names, used))
+            text = "{" + ", ".join(f'{m["name"]}{m["type"]}{json.dumps(m["value"])}'
+                                   for m in node.get("matchers", [])) + "}"
+            found.append((names, used, text))
         if kind == "aggregation":
             labels.update(node.get("grouping") or [])
         if kind == "binaryExpr" and node.get("matching"):
@@ -263,83 +258,88 @@ def selectors(base: str, expr: str) -> list:
     return found, labels
 
 
-def check_names(run, expr: str, needs_failure: bool, optional: tuple = ()) -> None:
-    """Every metric the expression names is in the run's Prometheus (or, for
-    failure-only panels, in the catalog), and every label it uses is on it."""
-    base = run.prometheus.base
+def check_names(run, backend: str, expr: str) -> None:
+    """Every metric the expression names is a catalog metric (as the translation
+    names it) stored in the backend, every label it uses is on it, and every
+    selector, label values included, matches series: a misspelt value in a
+    matcher fails too, even under `or vector(0)`."""
+    base = run.backend(backend).base
     known = catalog_prometheus_names()
     names_in_run = prom_names(base)
-    found, grouped = selectors(base, expr)
+    found, grouped = selectors(run.prometheus.base, expr)
     assert found, f"no metric in {expr}"
     all_labels = set()
-    for names, used in found:
+    for names, used, text in found:
         assert names, f"a selector matching no metric in {expr}"
         for name in names:
             assert name in known, f"{name} is not a catalog metric as Prometheus names it"
-            if name in names_in_run:
-                labels = prom_labels(base, name)
-            else:
-                assert needs_failure or name in optional, f"{name} never reached Prometheus in the pipeline run"
-                m = known[name]
-                labels = {a.replace(".", "_") for a in m.attributes} | RESOURCE_LABELS | {"le"}
+            assert name in names_in_run, f"{name} never reached {backend} in the pipeline run"
+            labels = prom_labels(base, name)
             assert used <= labels, f"{name}: labels {sorted(used - labels)} not on it ({sorted(labels)})"
             all_labels |= labels
+        assert run.backend(backend).query(f"count({text})", run.eval_time), f"{text} matches no series on {backend}"
     made = set(re.findall(r'label_replace\([^"]*"(\w+)"', expr))
     assert grouped <= all_labels | made, f"grouping by labels no metric has: {sorted(grouped - all_labels - made)}"
 
 
-def variable_values(run, doc: dict) -> dict:
+def variable_values(run, doc: dict, backend: str = "prometheus") -> dict:
     """Each query variable's values from its own query (label_values) in the run."""
     out = {}
     for v in doc["templating"]["list"]:
         if v["type"] == "query":
             m = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", v["query"])
             assert m, v["query"]
-            rows = run.query(f"group by ({m.group(2)}) ({m.group(1)})")
+            rows = run.backend(backend).query(f"group by ({m.group(2)}) ({m.group(1)})", run.eval_time)
             out[v["name"]] = sorted(r["metric"][m.group(2)] for r in rows if m.group(2) in r["metric"])
         elif v["type"] == "textbox":
             out[v["name"]] = ""
     return out
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("slug", [s for s in BOARDS])
-def test_prometheus_variables_have_values(pipeline_run, slug):
+def test_prometheus_variables_have_values(pipeline_run, slug, backend):
     doc = _load("prometheus", slug)
-    for name, values in variable_values(pipeline_run, doc).items():
+    for name, values in variable_values(pipeline_run, doc, backend).items():
         kind = next(v["type"] for v in doc["templating"]["list"] if v["name"] == name)
-        assert kind == "textbox" or values, f"variable {name} has no values in the run"
+        assert kind == "textbox" or values, f"variable {name} has no values in the run on {backend}"
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("slug, panel, target", _targets("prometheus", "prometheus"))
-def test_promql_returns_data(pipeline_run, slug, panel, target):
-    side = _spec(slug, panel["title"], "prometheus")
+def test_promql_returns_data(pipeline_run, slug, panel, target, backend):
     doc = _load("prometheus", slug)
-    values = variable_values(pipeline_run, doc)
+    values = variable_values(pipeline_run, doc, backend)
     everything = {k: ("$__all" if isinstance(v, list) else v) for k, v in values.items()}
     expr = promql(target["expr"], everything)
-    check_names(pipeline_run, expr, side.needs_failure, side.optional)
-    rows = pipeline_run.query(expr)
-    if side.needs_failure:
-        return          # an error counter in a healthy run: names checked, no data expected
-    assert rows, f"no data for {expr}"
+    check_names(pipeline_run, backend, expr)
+    engine = pipeline_run.backend(backend)
+
+    def query(e):
+        return engine.query(e, pipeline_run.eval_time)
+    assert query(expr), f"no data for {expr} on {backend}"
     # one real value of each list variable must select data too: a misspelt
     # label matches everything with ".*" (All) but nothing with a value
     for name, options in values.items():
         if isinstance(options, list) and re.search(rf"\$\{{?{name}\b", target["expr"]):
-            assert any(pipeline_run.query(promql(target["expr"], {**everything, name: [o]})) for o in options), \
-                f"no value of ${name} selects data in {target['expr']}"
+            assert any(query(promql(target["expr"], {**everything, name: [o]})) for o in options), \
+                f"no value of ${name} selects data in {target['expr']} on {backend}"
     if re.search(r"\$domain\b", target["expr"]):      # the explorer's text box, with a real domain
-        domain = sorted(r["metric"]["mta_recipient_domain"] for r in pipeline_run.query(
+        domain = sorted(r["metric"]["mta_recipient_domain"] for r in query(
             "group by (mta_recipient_domain) (mta_delivery_attempts_total)"))[0]
-        assert pipeline_run.query(promql(target["expr"], {**everything, "domain": domain})), expr
+        assert query(promql(target["expr"], {**everything, "domain": domain})), expr
 
 
-def test_catalog_names_translate_to_what_prometheus_stores(pipeline_run):
-    """The translation the name checks rely on matches the real Collector's. Not from
-    the pipeline: target_info, the rules' recorded series (level:metric:operations,
-    the only names with a colon) and Prometheus' own ALERTS series."""
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_catalog_names_translate_to_what_the_backend_stores(pipeline_run, backend):
+    """The translation the name checks rely on matches the real Collector's
+    (remote write to Prometheus) and VictoriaMetrics' (OTLP with
+    -opentelemetry.usePrometheusNaming). Not from the pipeline: target_info
+    (Prometheus' resource series), the rules' recorded series
+    (level:metric:operations, the only names with a colon) and the rule
+    engines' ALERTS series."""
     known = catalog_prometheus_names()
-    stored = {n for n in prom_names(pipeline_run.prometheus.base)
+    stored = {n for n in prom_names(pipeline_run.backend(backend).base)
               if n not in ("target_info", "ALERTS", "ALERTS_FOR_STATE") and ":" not in n}
     assert stored <= set(known), sorted(stored - set(known))
 
@@ -535,12 +535,9 @@ def test_clickhouse_variables_have_values(pipeline_run, chdb_run, slug):
 
 @pytest.mark.parametrize("slug, panel, target", _targets("clickhouse", CH_PLUGIN))
 def test_clickhouse_sql_returns_rows(pipeline_run, chdb_run, slug, panel, target):
-    side = _spec(slug, panel["title"], "clickhouse")
     values = ch_variable_values(pipeline_run, chdb_run, _load("clickhouse", slug))
     check_sql_names(pipeline_run, target["rawSql"])
     rows = ch_query(chdb_run, ch_sql(pipeline_run, target["rawSql"], values))
-    if side.needs_failure:
-        return          # an error counter in a healthy run: names checked, the SQL ran
     assert rows, f"no rows for {target['rawSql']}"
     if target["format"] == 0:     # time series: a time column the datasource can use
         assert "time" in rows[0], rows[0]

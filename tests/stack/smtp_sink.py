@@ -2,7 +2,10 @@
 
 By default every recipient gets 250. `reply()` scripts an answer for
 recipients that contain a given string, e.g. "451 4.3.0 Try again later" to
-make ZoneMTA defer or "550 5.1.1 No such user" to make it reject.
+make ZoneMTA defer or "550 5.1.1 No such user" to make it reject; with
+`client=` only for connections from that address, as a receiver that checks
+the sending IP against a blocklist answers (ZoneMTA binds a zone's pool
+address, e.g. 127.0.0.2, for its outgoing connections).
 """
 
 from __future__ import annotations
@@ -43,23 +46,24 @@ class SmtpSink:
         self.port = free_port()
         self.messages: list[Received] = []
         self.refused: list[Refused] = []
-        self._rules: list[tuple[str, str, str]] = []
+        self._rules: list[tuple[str, str, str, str | None]] = []
         self._cond = threading.Condition()
         self.controller = controller_mod.controller.Controller(
             _Handler(self), hostname=self.host, port=self.port, ready_timeout=10)
         self.controller.start()
 
-    def reply(self, contains: str, response: str, stage: str = "rcpt") -> None:
+    def reply(self, contains: str, response: str, stage: str = "rcpt", client: str | None = None) -> None:
         """Answer `response` for recipients containing `contains` (case-insensitive),
-        at RCPT TO (stage="rcpt") or after DATA (stage="data")."""
+        at RCPT TO (stage="rcpt") or after DATA (stage="data"); with `client`,
+        only to connections from that IP address."""
         assert stage in ("rcpt", "data")
         with self._cond:
-            self._rules.append((contains.lower(), response, stage))
+            self._rules.append((contains.lower(), response, stage, client))
 
-    def response_for(self, address: str, stage: str) -> str | None:
+    def response_for(self, address: str, stage: str, client: str | None = None) -> str | None:
         with self._cond:
-            for contains, response, rule_stage in reversed(self._rules):
-                if rule_stage == stage and contains in address.lower():
+            for contains, response, rule_stage, rule_client in reversed(self._rules):
+                if rule_stage == stage and contains in address.lower() and rule_client in (None, client):
                     return response
         return None
 
@@ -91,7 +95,7 @@ class _Handler:
         self.sink = sink
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        response = self.sink.response_for(address, "rcpt")
+        response = self.sink.response_for(address, "rcpt", session.peer[0])
         if response and not response.startswith("2"):
             self.sink._record(Refused("rcpt", address, response))
             return response
@@ -100,7 +104,7 @@ class _Handler:
 
     async def handle_DATA(self, server, session, envelope):
         for address in envelope.rcpt_tos:
-            response = self.sink.response_for(address, "data")
+            response = self.sink.response_for(address, "data", session.peer[0])
             if response and not response.startswith("2"):
                 self.sink._record(Refused("data", address, response))
                 return response
