@@ -5,6 +5,12 @@
 // a keep-alive connection, one batch in flight at a time, retrying with
 // exponential backoff and full jitter. Every loss is counted.
 //
+// A request that times out may still be processed (the sidecar drops the
+// repeated ids), so each timeout of a batch doubles the next attempt's
+// timeout (up to MAX_TIMEOUT_MS): a sidecar that needs longer than
+// requestTimeoutMs for a batch gets it, instead of redoing the work on every
+// retry until the batch is dropped.
+//
 // The same file is in zonemta-plugin/lib and haraka-plugin/lib (each plugin
 // is installed on its own, without dependencies); tests/test_plugins_shared.py
 // keeps the copies identical.
@@ -16,6 +22,7 @@ const crypto = require('crypto');
 const RingBuffer = require('./ring-buffer');
 
 const SCHEMA = 'otel-mta.events/v1';
+const MAX_TIMEOUT_MS = 120000; // the largest requestTimeoutMs config.js accepts
 
 function retryable(status) {
     return status === 408 || status === 429 || status >= 500;
@@ -177,7 +184,7 @@ class Reporter {
             this._notifyIdle();
             return;
         }
-        const inFlight = { body: null, count: batch.count, attempts: 0 };
+        const inFlight = { body: null, count: batch.count, attempts: 0, timeouts: 0 };
         this.inFlight = inFlight;
         zlib.gzip(batch.json, { level: 1 }, (err, body) => {
             if (err) {
@@ -192,7 +199,8 @@ class Reporter {
     }
 
     _attempt(batch) {
-        this._post(batch.body, (err, status, retryAfter) => {
+        const timeoutMs = Math.min(MAX_TIMEOUT_MS, this.cfg.requestTimeoutMs * 2 ** batch.timeouts);
+        this._post(batch.body, timeoutMs, (err, status, retryAfter) => {
             if (this.closed) {
                 return;
             }
@@ -202,6 +210,9 @@ class Reporter {
                 return this._next();
             }
             const why = err ? err.code || err.message : `HTTP ${status}`;
+            if (err && err.timedOut) {
+                batch.timeouts++;
+            }
             if ((err || retryable(status)) && batch.attempts < this.cfg.maxRetries) {
                 let delay = this._backoff(batch.attempts, retryAfter);
                 if (this.drainDeadline) {
@@ -247,7 +258,7 @@ class Reporter {
         }
     }
 
-    _post(body, done) {
+    _post(body, timeoutMs, done) {
         let finished = false;
         const finish = (err, status, retryAfter) => {
             if (!finished) {
@@ -263,7 +274,7 @@ class Reporter {
                     method: 'POST',
                     agent: this.agent,
                     headers: Object.assign({ 'Content-Length': body.length }, this.headers),
-                    timeout: this.cfg.requestTimeoutMs
+                    timeout: timeoutMs
                 },
                 res => {
                     const status = res.statusCode;
@@ -276,7 +287,7 @@ class Reporter {
         } catch (err) {
             return setImmediate(() => finish(err));
         }
-        req.on('timeout', () => req.destroy(Object.assign(new Error('request timed out'), { code: 'ETIMEDOUT' })));
+        req.on('timeout', () => req.destroy(Object.assign(new Error('request timed out'), { code: 'ETIMEDOUT', timedOut: true })));
         req.on('error', err => finish(err));
         req.end(body);
     }

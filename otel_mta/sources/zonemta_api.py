@@ -5,12 +5,16 @@ Per poll: `GET /zones` (the enabled zones), `GET /counter/zone/<zone>` for
 each, whose `active` and `deferred` are `{"entries": [{"key": zone, "value":
 N}], "rows": N}` in ZoneMTA 3.x (plain numbers in older releases; both are
 read), and `GET /metrics` (prom-client text, parsed by prometheus_client).
+ZoneMTA answers /counter with two queries, active (queued <= now) then
+deferred (queued > now), each at its own moment: a delivery deferred between
+the two shows in both states in that one answer (seen in tests under load),
+and is reported as ZoneMTA answers it.
 
 From /metrics only ZoneMTA's own series are taken, under `zonemta.*` names
 (catalog/zonemta_api.yaml). They count the same deliveries the event sources
 count as `mta.*`, from ZoneMTA's side: separate names, so nothing is counted
 twice. `zonemta_queue_size` (a global total refreshed every 10 s) is left out:
-`mta.queue.size` per zone is exact. prom-client's process_* and nodejs_*
+`mta.queue.size` is per zone and current at each poll. prom-client's process_* and nodejs_*
 series are left to the host poller; process_start_time_seconds gives the start
 time of ZoneMTA's counters, so a ZoneMTA restart is a new start, not a drop.
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,6 +202,23 @@ async def zonemta_replay():
     server = await ZoneMTAReplay().start()
     yield server
     await server.stop()
+
+
+async def until_deferral_stored(zonemta, zone: str = "default", timeout: float = 30) -> None:
+    """Waits until the real ZoneMTA's /counter answers {active 0, deferred 1}
+    for `zone`: its one delivery's deferral is stored (the next try is minutes
+    away). Before that, ZoneMTA's own count is in flux: /counter counts active,
+    then deferred, in two queries, and an answer straddling the update counts
+    the delivery in both states (as does any two-query count of the queue)."""
+    from otel_mta.sources.zonemta_api import queue_count
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = zonemta.api_json("/counter/zone/" + zone)
+        got = {state: queue_count(doc, state, zone) for state in ("active", "deferred")}
+        if got == {"active": 0, "deferred": 1}:
+            return
+        assert time.monotonic() < deadline, f"ZoneMTA's /counter for {zone} after {timeout:g}s: {got}"
+        await asyncio.sleep(0.1)
 
 
 def closed_port() -> int:

@@ -124,17 +124,25 @@ async def test_a_stuck_poll_is_skipped_not_stacked(rig, host_poller, monkeypatch
     assert poller.last_error == "no answer within 0.2s"
     assert not await poller.poll_once()
     assert poller.last_error == "the previous poll is still running"
+    await _until(lambda: threads, "the stuck read started")
     assert len(threads) == 1
     release.set()
-    deadline = time.monotonic() + 10
-    while not poller._busy.done() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await _until(poller._busy.done, "the stuck read ended")
     monkeypatch.setattr(poller, "_read", real)
+    # the real read as the sidecar runs it: under load it takes over 1 s here, well past 0.2 s
+    monkeypatch.setattr(poller, "timeout", config.HostSettings().timeout)
     assert await poller.poll_once(), poller.last_error
     points = export()
     assert one(points, "otelmta_poller_up", poller="host").value == 1
     reasons = {p.attrs["reason"]: p.value for p in points["otelmta_poller_failures"] if p.attrs["poller"] == "host"}
     assert reasons == {"timeout": 1, "overrun": 1}
+
+
+async def _until(condition, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout:g}s for: {what}"
+        await asyncio.sleep(0.02)
 
 
 def test_patterns_match_names_and_titles():

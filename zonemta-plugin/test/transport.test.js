@@ -190,6 +190,23 @@ test('slow sidecar: requests time out and are retried; duplicates carry the same
     }
 });
 
+test('a sidecar slower than requestTimeoutMs on every request still gets the batch: each timeout doubles the next wait', async () => {
+    // with a fixed 100 ms timeout every attempt would time out and the batch be dropped after maxRetries
+    const sidecar = await h.startSidecar({ respond: () => ({ status: 200, delayMs: 250 }) });
+    try {
+        const { handler, reporter } = await h.loadPlugin('receiver', { url: sidecar.url, flushIntervalMs: 20, requestTimeoutMs: 100, maxRetries: 8, retryBaseMs: 1, retryMaxMs: 20 });
+        logEntries(handler, 3);
+        await h.waitFor(() => reporter.counters.sent + reporter.counters.failed === 3, 30000, 'the batch done');
+        assert.equal(reporter.counters.failed, 0);
+        assert.equal(reporter.counters.sent, 3);
+        assert.ok(reporter.counters.retries >= 1, 'the first 100 ms attempt timed out');
+        assert.equal(new Map(sidecar.events().map(e => [e.id, e])).size, 3, 'every attempt carried the same ids');
+    } finally {
+        plugin.closeAll();
+        await sidecar.close();
+    }
+});
+
 test('out of retries: the batch is dropped and counted, the next one is sent', async () => {
     let failing = true;
     const sidecar = await h.startSidecar({ respond: () => (failing ? 503 : 200) });
