@@ -48,6 +48,24 @@ _DURATION = re.compile(r"(\d+)([smhd])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """A YAML mapping may not name a key twice (PyYAML would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ValueError(f"{key_node.start_mark}: {key!r} appears twice")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_config(path: Path = CONFIG) -> dict:
+    """monitoring/config.yaml, refusing a key given twice."""
+    return yaml.load(path.read_text(), Loader=_UniqueKeys) or {}
+
+
 def seconds(text) -> int:
     """Prometheus duration ("15m", "1h30m", "50h") -> seconds."""
     text = str(text)
@@ -63,7 +81,7 @@ class Config:
 
     @classmethod
     def load(cls, path: Path = CONFIG) -> "Config":
-        return cls(yaml.safe_load(path.read_text()))
+        return cls(read_config(path))
 
     def alert(self, name: str) -> dict:
         return self.raw["alerts"][name]

@@ -6,9 +6,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-
-from monitoring.rules import seconds
+from monitoring.rules import read_config, seconds
 
 CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
 DEFAULTS = {"top_n": 10, "thresholds": {"mongodb_connections_ratio": 0.8}}
@@ -19,7 +17,7 @@ ALERT_LINES = {"queue_active_behind_s": "QueueStuck", "queue_deferred_age_s": "D
 
 @lru_cache(maxsize=1)
 def settings() -> dict:
-    doc = (yaml.safe_load(CONFIG.read_text()) if CONFIG.exists() else {}) or {}
+    doc = read_config(CONFIG) if CONFIG.exists() else {}
     own = doc.get("dashboards") or {}
     unknown = set(own) - set(DEFAULTS) | set(own.get("thresholds") or {}) - set(DEFAULTS["thresholds"])
     if unknown:

@@ -333,3 +333,12 @@ def test_vmalert_differs_from_prometheus_only_where_documented(pipeline_run):
     vm = {key(a) for a in _vmalert_alerts(pipeline_run)}
     assert prom - vm == set(), f"Prometheus raises what vmalert does not: {sorted(prom - vm)}"
     assert {name for name, _ in vm - prom} <= VOLUME_GUARDED, sorted(vm - prom)
+
+
+def test_a_key_given_twice_in_the_config_is_refused(tmp_path):
+    """PyYAML keeps the last of two equal keys: a merge that leaves a second
+    `dashboards:` (or a second alert) would silently replace the first."""
+    from monitoring.rules import read_config
+    (tmp_path / "c.yaml").write_text("alerts:\n  QueueStuck: {threshold: 30m}\n  QueueStuck: {threshold: 1h}\n")
+    with pytest.raises(ValueError, match="QueueStuck' appears twice"):
+        read_config(tmp_path / "c.yaml")
