@@ -97,6 +97,11 @@ class App:
                 log.exception("stopping %s failed", source.name)
         self.pipeline.tick(flush_all=True)
         self.pipeline.flush()
+        # logs and spans first (half the budget at most), then the last metrics:
+        # taken before, they would report the final flush as a backlog and leave
+        # out what it sent, and a backend keeps a stopped sidecar's last values
+        # for minutes (ExportBacklog pending, a queue on the dashboards)
+        await self.exporter.settle(("logs", "traces"), (SHUTDOWN_BUDGET_S - (time.monotonic() - started)) / 2)
         self.export_metrics()
         if self.health:
             await self.health.stop()

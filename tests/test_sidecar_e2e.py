@@ -59,6 +59,12 @@ def test_sigterm_flushes_everything_and_exits_zero_quickly(sidecar, js_encode, g
     [(_, point)] = rx.last_points("mta.delivery.attempts")
     assert point.as_int == 300
     assert "stopped: exported 300 log records" in sc.output()
+    # the last self-metrics are taken once the flush was sent: they count it, and
+    # show no backlog (a backend keeps a stopped sidecar's last values for minutes)
+    [(_, sent)] = rx.last_points("otelmta_exporter_sent_log_records")
+    assert sent.as_int == 300
+    [(_, queued)] = rx.last_points("otelmta_exporter_queue_size")
+    assert queued.as_int == 0
 
 
 def test_embedded_file_sink_is_the_default(sidecar, js_encode, tmp_path):

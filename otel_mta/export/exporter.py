@@ -78,6 +78,7 @@ class Exporter:
         self._task: asyncio.Task | None = None
         self._wake = {s: asyncio.Event() for s in SIGNALS}   # set when a lane has work (or at a stop)
         self._healthy = dict.fromkeys(SIGNALS, True)         # False while that lane's sends fail
+        self._holding = dict.fromkeys(SIGNALS, 0)            # requests a lane has in flight or to retry
         self._say = RateLimitedLog(log, 10.0)
 
     @property
@@ -159,6 +160,20 @@ class Exporter:
                 self._loop.close()
         self._close()
 
+    async def settle(self, signals, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` until these lanes hold nothing: no request queued
+        in memory, in flight or waiting for a retry (what is spooled does not
+        count: a stop leaves it for the next start). At shutdown the app lets logs
+        and spans settle before it takes the last metrics, so those say what was
+        really sent and left, not the moment before the final flush."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while any(self.queue.in_memory(s) or self._holding[s] for s in signals):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
     def _begin_stop(self, timeout_s: float) -> None:
         self._drain_deadline = time.monotonic() + timeout_s
         self._stopping = True
@@ -223,6 +238,7 @@ class Exporter:
                     break
                 self.stats.requests += 1
                 flight.append((item, asyncio.ensure_future(self._send(item[0], item[1]))))
+            self._holding[signal] = len(flight) + len(retry)
             if not flight:
                 in_order = False  # nothing waits: the backlog is sent
                 if self._stopping:

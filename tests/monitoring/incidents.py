@@ -187,6 +187,22 @@ class Incidents:
                 raise AssertionError(f"held deliveries not deferred in {timeout}s: deleted {self.record.deleted}")
             time.sleep(0.5)
 
+    def wait_drained(self, timeout: float = 30.0) -> None:
+        """incident-0 is back and has sent everything it queued and spooled, and
+        exported that (its last spool and queue sizes are 0). Stopped any earlier,
+        its last exported spool size stays in the backends for their staleness
+        window and ExportBacklog goes pending on a backlog that was gone."""
+        deadline = time.monotonic() + timeout
+        while True:
+            export = self.status()["export"]
+            if export["state"] == "ok" and not export["queue"]["bytes"] \
+                    and not (export["spool"] or {}).get("bytes"):
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"incident-0 did not drain its export queue and spool in {timeout}s: {export}")
+            time.sleep(0.2)
+        time.sleep(2.5)               # two metric exports (1 s apart) that say so
+
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:

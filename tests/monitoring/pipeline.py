@@ -261,6 +261,7 @@ def _run(work: Path, prom: Prometheus, vm: VictoriaMetrics, vmalert: VMAlert, to
         refused = len([m for m in REAL_MAIL if "yahoo" in m[0] or "outlook" in m[0]]) + incidents.refusals_expected()
         sink.wait_for_refused(refused, timeout=60)
         trouble.finish()
+        trouble.wait_drained()
         # the last polls and exports, then a clean stop that flushes
         time.sleep(3)
         for proc, log_path, log in sidecars:
