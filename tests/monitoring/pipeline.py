@@ -38,8 +38,10 @@ same rule file against it.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -274,8 +276,10 @@ def _run(work: Path, prom: Prometheus, vm: VictoriaMetrics, vmalert: VMAlert, to
         _wait_for_final_samples(prom, vm, stopping, {"mail-0", "rs-0", incidents.INCIDENT_POD})
         _wait_for_same_totals(prom, vm)
         _wait_for_alerts(prom, vmalert, timeout=30)
+        # every rule evaluated once more on the complete data, then the instant
+        # the tests ask at: ALERTS at eval_time is the last evaluation before it
+        _wait_for_rules(prom, vmalert, time.time())
         eval_time = time.time()
-        _wait_for_rules(prom, vmalert, eval_time)
         vmalert_alerts = vmalert.alerts()
         col.stop()
     finally:
@@ -371,18 +375,26 @@ def _wait_for_alerts(prom: Prometheus, vmalert: VMAlert, timeout: float) -> None
 
 
 def _wait_for_rules(prom: Prometheus, vmalert: VMAlert, after: float, timeout: float = 20.0) -> None:
-    """Every rule group evaluated at least once since `after` (recording rules have values)."""
+    """Every rule group's last evaluation started after `after` (so it saw what
+    the backends held then; recording rules have values)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         groups = http_get_json(f"{prom.base}/api/v1/rules")["data"]["groups"]
         vm_groups = vmalert.groups()
-        if all(g.get("lastEvaluation", "0001") > _rfc3339(after) for g in groups) and \
-                all(g.get("lastEvaluation", "0001") > _rfc3339(after) for g in vm_groups):
+        if all(_epoch(g.get("lastEvaluation")) > after for g in groups + vm_groups):
             return
         time.sleep(0.5)
     raise AssertionError(f"rule groups not evaluated within {timeout}s: {groups} {vm_groups}")
 
 
-def _rfc3339(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t))
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)")
 
+
+def _epoch(text: str | None) -> float:
+    """An RFC 3339 time as Prometheus and vmalert write it (up to nanoseconds, Z
+    or an offset) -> epoch seconds; 0.0 for none."""
+    m = _RFC3339.fullmatch(text or "")
+    if not m:
+        return 0.0
+    whole = dt.datetime.fromisoformat(m[1] + ("+00:00" if m[3] == "Z" else m[3]))
+    return whole.timestamp() + float(m[2] or 0)
