@@ -122,7 +122,12 @@ def test_suppressed_deleted_and_bounced_deliveries(pipeline_run):
     assert dropped == {("Recipient was found from suppression list",): incidents.SUPPRESSED_MESSAGES}, dropped
     deleted = _by(pipeline_run, "sum by (mta_delete_reason) (mta_delivery_deleted_total)", "mta_delete_reason")
     assert len(pipeline_run.incidents.deleted) == incidents.HELD_MESSAGES
-    assert deleted == {("Deletion requested from API",): incidents.HELD_MESSAGES}, deleted
+    assert deleted.pop(("Deletion requested from API",), None) == incidents.HELD_MESSAGES, deleted
+    # and at times ZoneMTA's own clean-up (lib/mail-queue.js): a sender that takes
+    # a delivery of a message removed a moment before (its last recipient was just
+    # rejected) deletes what is left, logged DELETED "Not found from GridStore"
+    # (1 run in about 15 here); nothing else
+    assert set(deleted) <= {("Not found from GridStore",)}, deleted
     bounces = _by(pipeline_run, "sum by (mta_bounce_type, mta_bounce_queued) (mta_bounce_generated_total)",
                   "mta_bounce_type", "mta_bounce_queued")
     assert bounces.get(("failure", "yes"), 0) >= incidents.LISTED["strict.test"][1], bounces
