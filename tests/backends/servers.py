@@ -126,6 +126,10 @@ class Prometheus(_PromQL):
         self.remote_write_url = f"{self.base}/api/v1/write"
         self.otlp_url = f"{self.base}/api/v1/otlp"
 
+    def groups(self) -> list[dict]:
+        """The rule groups, each with its rules, health and lastEvaluation."""
+        return http_get_json(f"{self.base}/api/v1/rules")["data"]["groups"]
+
 
 class VictoriaMetrics(_PromQL):
     """VictoriaMetrics single node; OTLP metrics at `otlp_url` + /v1/metrics."""

@@ -41,7 +41,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -105,7 +104,7 @@ class PipelineRun:
         return {"prometheus": self.prometheus, "victoriametrics": self.victoriametrics}[name]
 
     def rule_groups(self) -> list:
-        return http_get_json(f"{self.prometheus.base}/api/v1/rules")["data"]["groups"]
+        return self.prometheus.groups()
 
 
 def _sidecar(name: str, work: Path, env: dict) -> tuple[subprocess.Popen, int, object]:
@@ -379,22 +378,14 @@ def _wait_for_rules(prom: Prometheus, vmalert: VMAlert, after: float, timeout: f
     the backends held then; recording rules have values)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        groups = http_get_json(f"{prom.base}/api/v1/rules")["data"]["groups"]
-        vm_groups = vmalert.groups()
+        groups, vm_groups = prom.groups(), vmalert.groups()
         if all(_epoch(g.get("lastEvaluation")) > after for g in groups + vm_groups):
             return
         time.sleep(0.5)
     raise AssertionError(f"rule groups not evaluated within {timeout}s: {groups} {vm_groups}")
 
 
-_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)")
-
-
 def _epoch(text: str | None) -> float:
-    """An RFC 3339 time as Prometheus and vmalert write it (up to nanoseconds, Z
-    or an offset) -> epoch seconds; 0.0 for none."""
-    m = _RFC3339.fullmatch(text or "")
-    if not m:
-        return 0.0
-    whole = dt.datetime.fromisoformat(m[1] + ("+00:00" if m[3] == "Z" else m[3]))
-    return whole.timestamp() + float(m[2] or 0)
+    """An RFC 3339 time as Prometheus and vmalert write it (nanoseconds, Z; 3.11's
+    fromisoformat takes both) -> epoch seconds; 0.0 for none."""
+    return dt.datetime.fromisoformat(text).timestamp() if text else 0.0
